@@ -1,0 +1,125 @@
+"""Meter URIs (the ``--meter`` contract of DESIGN.md) and the driver registry.
+
+``scheme:target?opt=value&...`` or ``scheme://host:port?...``.  Every driver takes the
+common options ``name`` (the meter id in the session) and ``interval`` (poll interval,
+s); any other option it does not know is an error, never ignored.
+
+Drivers are looked up in a table of ``"module:factory"`` strings and imported only
+when used, so that heavy or platform-specific libraries never load for other meters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+from drivers.base import Meter, MeterConfigError
+
+#: scheme -> "module:factory"; factory(uri: MeterURI) -> Meter
+SCHEMES: dict[str, str] = {
+    "serial": "drivers.serial_meters:from_uri",
+    "tcp": "drivers.serial_meters:from_uri",
+    "modbus": "drivers.modbus:from_uri",
+    "modbus-tcp": "drivers.modbus:from_uri",
+    "tasmota": "drivers.plugs:from_uri",
+    "shelly": "drivers.plugs:from_uri",
+    "rapl": "drivers.rapl:from_uri",
+    "nvml": "drivers.nvml:from_uri",
+    "cpu-model": "drivers.cpu_model:from_uri",
+    "codecarbon": "drivers.codecarbon_meter:from_uri",
+    "sim": "drivers.sim:from_uri",
+}
+
+
+@dataclass
+class MeterURI:
+    """A parsed meter URI.  Drivers ``take()`` the options they know, then ``finish()``."""
+
+    raw: str
+    scheme: str
+    target: str = ""  # path, host[:port], domain or index; "" when absent
+    options: dict[str, str] = field(default_factory=dict)
+    _taken: set[str] = field(default_factory=set)
+
+    @property
+    def host_port(self) -> tuple[str, int | None]:
+        host, _, port = self.target.rpartition(":") if ":" in self.target else (self.target, "", "")
+        if not host:
+            raise MeterConfigError(f"{self.raw}: expected HOST or HOST:PORT")
+        try:
+            return host, int(port) if port else None
+        except ValueError:
+            raise MeterConfigError(f"{self.raw}: port {port!r} is not a number") from None
+
+    def take(self, key: str, default: Any = None, conv: Callable[[str], Any] = str) -> Any:
+        """Return option ``key`` converted with ``conv`` (or ``default`` if absent)."""
+        self._taken.add(key)
+        if key not in self.options:
+            return default
+        value = self.options[key]
+        try:
+            return conv(value)
+        except (TypeError, ValueError):
+            raise MeterConfigError(
+                f"{self.raw}: option {key}={value!r} is not a valid {getattr(conv, '__name__', 'value')}"
+            ) from None
+
+    def finish(self) -> None:
+        """Raise MeterConfigError if an option was given that no one took."""
+        unknown = sorted(set(self.options) - self._taken - {"name", "interval"})
+        if unknown:
+            known = sorted(self._taken | {"name", "interval"})
+            raise MeterConfigError(
+                f"{self.raw}: unknown option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)} (known here: {', '.join(known)})"
+            )
+
+    @property
+    def name(self) -> str | None:
+        return self.options.get("name")
+
+    @property
+    def interval_s(self) -> float | None:
+        return self.take("interval", None, float)
+
+
+def parse_uri(text: str) -> MeterURI:
+    """Parse a ``--meter`` URI.  Raises MeterConfigError on an unknown scheme."""
+    text = text.strip()
+    if not text:
+        raise MeterConfigError("empty meter URI")
+    base, _, query = text.partition("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise MeterConfigError(f"{text}: cannot parse options {query!r} (expected key=value&...)") from None
+    options: dict[str, str] = {}
+    for k, v in pairs:
+        if k in options:
+            raise MeterConfigError(f"{text}: option {k} given twice")
+        options[k] = v
+    scheme, sep, rest = base.partition(":")
+    scheme = scheme.lower()
+    if rest.startswith("//"):
+        rest = rest[2:].rstrip("/")
+    if scheme not in SCHEMES:
+        raise MeterConfigError(
+            f"unknown meter {scheme!r} in {text!r}; known: {', '.join(sorted(SCHEMES))} "
+            "(see `calibrate meters`)"
+        )
+    return MeterURI(raw=text, scheme=scheme, target=rest if sep else "", options=options)
+
+
+def make_meter(text: str) -> Meter:
+    """Build (but do not open) the meter a URI names.  Raises MeterConfigError."""
+    uri = parse_uri(text)
+    module_name, _, func = SCHEMES[uri.scheme].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise MeterConfigError(f"{uri.raw}: driver for {uri.scheme!r} is not available ({exc})") from None
+    meter: Meter = getattr(module, func)(uri)
+    uri.finish()
+    return meter

@@ -125,6 +125,9 @@ class Meter(ABC):
 
     kind: ClassVar[str] = "meter"
     default_interval_s: ClassVar[float] = 1.0
+    #: True for meters that send a value per interval on their own: the recorder then
+    #: calls ``read()`` back to back (it blocks until the next value) instead of sleeping.
+    push: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, interval_s: float | None = None) -> None:
         self.name = name or self.kind
@@ -205,3 +208,8 @@ def finite_or_error(value: float, what: str, lo: float = -math.inf, hi: float = 
     if not (lo <= value <= hi):
         raise MeterReadError(f"{what}: {value!r} outside [{lo}, {hi}]", code="range")
     return value
+
+
+def safe_name(channel_id: str) -> str:
+    """A file name for a channel id: characters outside [A-Za-z0-9._-] become ``_``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in channel_id)

@@ -11,8 +11,9 @@ when used, so that heavy or platform-specific libraries never load for other met
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from drivers.base import Meter, MeterConfigError

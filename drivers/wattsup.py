@@ -63,7 +63,7 @@ def parse_data(args: list[str]) -> dict[str, float | None]:
             out[name] = None
             continue
         try:
-            out[name] = int(raw) * SCALE.get(name, 1.0)
+            out[name] = round(int(raw) * SCALE.get(name, 1.0), 6)
         except ValueError:
             raise MeterReadError(f"field {name}={raw!r} is not a number", code="garbage") from None
     return out
@@ -75,6 +75,7 @@ class WattsUpMeter(Meter):
     kind = "wattsup"
     default_interval_s = 1.0
     default_baud = 115200
+    push = True
 
     def __init__(self, port: str, name: str | None = None, interval_s: float | None = None,
                  baudrate: int = 115200, parity: str = "N", stopbits: float = 1,

@@ -123,6 +123,8 @@ class SimMeter(Meter):
         self.inner = make_meter(inner_uri + ("&" if "?" in inner_uri else "?") + f"name={name or sim.kind}"
                                 + (f"&interval={interval_s}" if interval_s else ""))
         super().__init__(self.inner.name, self.inner.interval_s)
+        self.push = self.inner.push  # type: ignore[misc]
+        self.notes = self.inner.notes
 
     def open(self) -> list[Channel]:
         self.channels = self.inner.open()

@@ -1,0 +1,144 @@
+"""One bench run: meters recording while a workload process runs, with idle baselines.
+
+Used by ``calibrate run``, ``calibrate demo`` and campaigns.  The workload runs in its
+own process; its phase markers arrive over a pipe (``CALIBRATE_EVENTS_FD``) and are
+written to the session's events file with their own stamps (same clock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibrate.session import Session
+from workloads.events import ENV_FD
+
+GRACE_S = 15.0  # a workload given --duration gets this long to stop on its own
+
+
+@dataclass
+class WorkloadRun:
+    """What the bench knows of a running workload process."""
+
+    argv: list[str]
+    phase: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    returncode: int | None = None
+    terminated: bool = False  # ended by us (at --duration or on interrupt)
+    bad_lines: int = 0
+
+
+def _pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
+    """Copy JSON event lines from the workload's pipe into the session's events file."""
+    buf = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while True:
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                try:
+                    event = json.loads(line)
+                    if not isinstance(event, dict) or "kind" not in event:
+                        raise ValueError
+                    event.setdefault("t_ns", time.monotonic_ns())
+                    int(event["t_ns"])
+                except (ValueError, TypeError):
+                    run.bad_lines += 1
+                    continue
+                event["source"] = "workload"
+                kind = event["kind"]
+                if kind == "phase_start":
+                    run.phase = str(event.get("phase"))
+                elif kind == "result":
+                    run.result.update({k: v for k, v in event.items() if k not in ("t_ns", "kind", "source")})
+                elif kind == "metric" and isinstance(event.get("value"), (int, float)):
+                    run.metrics[str(event.get("name"))] = float(event["value"])
+                assert session.events is not None
+                session.events.write(event)
+
+
+def idle_phase(session: Session, name: str, seconds: float, stop: threading.Event) -> None:
+    if seconds <= 0:
+        return
+    session.begin(name)
+    stop.wait(seconds)
+    session.end(name)
+
+
+def run_workload(session: Session, argv: Sequence[str], duration_s: float | None,
+                 log_path: Path, stop: threading.Event,
+                 progress: Callable[[WorkloadRun], None] | None = None,
+                 phase_name: str | None = None) -> WorkloadRun:
+    """Start ``argv`` with the events pipe, wait for it (or terminate it at the duration)."""
+    run = WorkloadRun(list(argv))
+    r, w = os.pipe()
+    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1"})
+    with log_path.open("ab") as log:
+        if phase_name:
+            session.begin(phase_name)
+        try:
+            proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,), stdout=log, stderr=log,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            os.close(r)
+            os.close(w)
+            if phase_name:
+                session.end(phase_name)
+            raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
+        os.close(w)
+        pump = threading.Thread(target=_pump_events, args=(r, session, run), daemon=True)
+        pump.start()
+        session.mark("workload_started", pid=proc.pid, argv=list(argv))
+        deadline = time.monotonic() + duration_s + GRACE_S if duration_s else None
+        hard_deadline = time.monotonic() + duration_s if duration_s and phase_name else None
+        terminated = False
+        last_progress = 0.0
+        while proc.poll() is None:
+            now = time.monotonic()
+            over = (hard_deadline and now >= hard_deadline) or (deadline and now >= deadline)
+            if (stop.is_set() or over) and not terminated:
+                _terminate(proc)
+                terminated = True
+            if progress and now - last_progress >= 1.0:
+                progress(run)
+                last_progress = now
+            time.sleep(0.1)
+        run.returncode, run.terminated = proc.returncode, terminated
+        pump.join(timeout=5)
+        if phase_name:
+            session.end(phase_name)
+        session.mark("workload_exited", returncode=proc.returncode, terminated=terminated)
+    return run
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def workload_argv(name: str, params: dict[str, Any]) -> list[str]:
+    from workloads.registry import command_for
+
+    return command_for(name, params)
+

@@ -1,0 +1,302 @@
+"""From a loaded session to the ``summary.json`` figures (DESIGN contract).
+
+Steps: per-channel power and energy (counter preferred, power integrated where the
+counter is missing or too coarse) -> reference channel -> each candidate's lag against
+the reference -> energies over common windows (candidate shifted by its lag, gaps and
+phase-boundary ramps skipped) -> agreement statistics on window mean power
+(window energy / window length, W) -> a linear calibration wall = a + b * candidate ->
+idle (baseline) power and idle-subtracted (dynamic) energy -> emissions and accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from analysis.agreement import agreement
+from analysis.align import estimate_lag, power_series
+from analysis.emissions import accuracy_per_kwh, emissions
+from analysis.load import ChannelTrace, SessionData
+from analysis.regression import ols
+from analysis.windows import choose_window_s, common_windows, window_energies
+
+BASELINE_PHASES = ("baseline-before", "baseline-after", "idle")
+RAMP_TRIM_S = 2.0  # skip this long after each phase boundary (load ramps, fan spin-up)
+
+
+@dataclass
+class Series:
+    """A channel reduced to what the analysis needs (times in s on the session clock)."""
+
+    id: str
+    t_s: np.ndarray  # stamps of OK samples
+    power_w: np.ndarray | None  # reported power at t_s (None if the meter has none)
+    energy_j: np.ndarray | None  # cumulative energy at t_s, continuous across segments
+    t_p: np.ndarray  # stamps of the best power estimate
+    p: np.ndarray  # best power estimate (W)
+    use_counter: bool
+    gaps: list[tuple[float, float]]
+    interval_s: float
+    window_s: float | None
+
+
+def _continuous_counter(trace: ChannelTrace, ok: Any) -> np.ndarray | None:
+    """Energy counter made continuous across reconnect segments (each restarts at an arbitrary origin)."""
+    if "energy_j" not in ok or ok["energy_j"].isna().all():
+        return None
+    e = ok["energy_j"].to_numpy(float)
+    seg = trace.segments()
+    out = e.copy()
+    offset = 0.0
+    for s in np.unique(seg):
+        idx = np.flatnonzero(seg == s)
+        vals = e[idx] - np.nanmin(e[idx][:1]) if len(idx) else e[idx]
+        out[idx] = vals + offset
+        if len(idx):
+            offset = out[idx[-1]]
+    return out
+
+
+def _gaps(trace: ChannelTrace) -> list[tuple[float, float]]:
+    """Spans with no data: from a disconnect (or the last OK sample before it) to the next OK sample."""
+    d = trace.data
+    flags = d["flag"].to_numpy()
+    t = d["t_s"].to_numpy(float)
+    gaps: list[tuple[float, float]] = []
+    ok_idx = np.flatnonzero(flags == "")
+    if len(ok_idx) < 2:
+        return gaps
+    bad = np.flatnonzero(np.isin(flags, ["disconnected", "reconnected"]))
+    for b in bad:
+        before = ok_idx[ok_idx < b]
+        after = ok_idx[ok_idx > b]
+        if len(before) and len(after):
+            gaps.append((float(t[before[-1]]), float(t[after[0]])))
+    # long silences (timeouts) count as gaps too
+    tt = t[ok_idx]
+    dt = np.diff(tt)
+    med = float(np.median(dt)) if len(dt) else 0.0
+    for i in np.flatnonzero(dt > max(5 * med, 3.0)):
+        gaps.append((float(tt[i]), float(tt[i + 1])))
+    return sorted(set(gaps))
+
+
+def series_of(trace: ChannelTrace) -> Series:
+    ok = trace.ok
+    t = ok["t_s"].to_numpy(float)
+    power = ok["power_w"].to_numpy(float) if "power_w" in ok and not ok["power_w"].isna().all() else None
+    energy = _continuous_counter(trace, ok)
+    res = trace.info.get("energy_resolution_j")
+    t_p, p = power_series(t, power_w=power, energy_j=energy, energy_resolution_j=res)
+    use_counter = energy is not None and (power is None or len(p) != len(t) or not np.allclose(p, power, equal_nan=True))
+    dt = np.diff(t)
+    interval = float(np.median(dt)) if len(dt) else float(trace.info.get("update_interval_s") or 1.0)
+    return Series(trace.id, t, power, energy, np.asarray(t_p, float), np.asarray(p, float), use_counter,
+                  _gaps(trace), interval, trace.info.get("window_s"))
+
+
+def _energies(s: Series, edges: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
+    """Energy (J) per window [edges[i], edges[i+1]) of series ``s`` shifted onto the reference clock."""
+    t = s.t_s - shift_s
+    if s.use_counter and s.energy_j is not None:
+        return np.asarray(window_energies(edges, t, energy_j=s.energy_j), float)
+    if s.power_w is None:
+        return np.asarray(window_energies(edges, s.t_p - shift_s, power_w=s.p), float)
+    return np.asarray(window_energies(edges, t, power_w=s.power_w), float)
+
+
+def total_energy_j(s: Series) -> float:
+    """Energy over the whole recording (J), gaps excluded."""
+    if len(s.t_s) < 2:
+        return float("nan")
+    edges = np.array([s.t_s[0], s.t_s[-1]])
+    pieces = [(a, b) for a, b in _ok_spans(s.t_s[0], s.t_s[-1], s.gaps)]
+    total = 0.0
+    for a, b in pieces:
+        edges = np.array([a, b])
+        e = _energies(s, edges)
+        if np.isfinite(e[0]):
+            total += float(e[0])
+    return total
+
+
+def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    spans, cur = [], t0
+    for a, b in sorted(gaps):
+        if a > cur:
+            spans.append((cur, min(a, t1)))
+        cur = max(cur, b)
+    if cur < t1:
+        spans.append((cur, t1))
+    return [(a, b) for a, b in spans if b - a > 0]
+
+
+def phase_energy(s: Series, t0: float, t1: float, shift_s: float = 0.0) -> float:
+    e = _energies(s, np.array([t0, t1]), shift_s)
+    return float(e[0])
+
+
+def _mean_power(s: Series, spans: list[tuple[float, float]], shift_s: float = 0.0) -> float | None:
+    e, dur = 0.0, 0.0
+    for a, b in spans:
+        v = phase_energy(s, a, b, shift_s)
+        if np.isfinite(v):
+            e += v
+            dur += b - a
+    return e / dur if dur > 0 else None
+
+
+def _parse_candidate(expr: str, known: list[str]) -> list[str]:
+    parts = [p.strip() for p in expr.split("+")]
+    missing = [p for p in parts if p not in known]
+    if missing:
+        raise ValueError(f"unknown channel {missing[0]!r} in candidate {expr!r}; channels: {', '.join(known)}")
+    return parts
+
+
+def pick_reference(data: SessionData, requested: str | None = None) -> str:
+    ids = list(data.channels)
+    if requested:
+        if requested in data.channels:
+            return requested
+        matches = [c for c in ids if data.channels[c].meter == requested]
+        if len(matches) == 1:
+            return matches[0]
+        raise ValueError(f"no channel {requested!r} in this session; channels: {', '.join(ids)}")
+    manifest_ref = data.manifest.get("reference")
+    if manifest_ref and manifest_ref in data.channels:
+        return manifest_ref
+    walls = [c for c in ids if data.channels[c].scope == "wall" and data.channels[c].source == "measured"]
+    return walls[0] if walls else ids[0]
+
+
+def summarize(data: SessionData, reference: str | None = None, candidates: list[str] | None = None,
+              window_s: float | None = None, location: str | None = None, intensity: float | None = None,
+              pue: float | None = None, max_lag_s: float = 30.0) -> dict[str, Any]:
+    """The whole ``summary.json`` dict for a session (see module doc)."""
+    series = {cid: series_of(tr) for cid, tr in data.channels.items() if len(tr.ok) >= 2}
+    warnings = list(data.warnings)
+    for cid in data.channels:
+        if cid not in series:
+            warnings.append(f"{cid}: fewer than 2 good samples; left out")
+    if not series:
+        raise ValueError("no channel has at least 2 good samples")
+    ref_id = pick_reference(data, reference)
+    if ref_id not in series:
+        raise ValueError(f"reference {ref_id} has fewer than 2 good samples")
+    ref = series[ref_id]
+    phases = data.phases()
+    baseline_spans = [(a + RAMP_TRIM_S, b) for n, a, b in phases if n in BASELINE_PHASES and b - a > RAMP_TRIM_S]
+
+    meters: dict[str, Any] = {}
+    for cid, tr in data.channels.items():
+        s = series.get(cid)
+        energy = total_energy_j(s) if s else float("nan")
+        span = (s.t_s[-1] - s.t_s[0]) if s is not None and len(s.t_s) > 1 else float("nan")
+        idle_w = _mean_power(s, baseline_spans) if s is not None and baseline_spans else None
+        meters[cid] = {
+            "kind": tr.info.get("meter_kind"), "meter": tr.meter, "scope": tr.scope, "source": tr.source,
+            "simulated": bool(tr.info.get("simulated")),
+            "energy_j": energy, "mean_power_w": energy / span if span and span > 0 else None,
+            "samples": int(len(tr.ok)), "errors": tr.faults,
+            "from_counter": bool(s.use_counter) if s else False,
+            "interval_s": s.interval_s if s else None, "window_s": tr.info.get("window_s"),
+            "idle_power_w": idle_w,
+            "dynamic_energy_j": (energy - idle_w * span) if idle_w is not None and span == span else None,
+        }
+
+    known = list(series)
+    cand_exprs = candidates or [c for c in known if c != ref_id]
+    cands = {expr: _parse_candidate(expr, known) for expr in cand_exprs}
+    all_ids = {ref_id, *[c for parts in cands.values() for c in parts]}
+    win = float(window_s) if window_s else choose_window_s(
+        [series[c].interval_s for c in all_ids], [series[c].window_s for c in all_ids])
+
+    lags: dict[str, Any] = {}
+    for cid in {c for parts in cands.values() for c in parts}:
+        s = series[cid]
+        lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max_lag_s)
+        lag = float(lr.lag_s) if np.isfinite(lr.lag_s) else 0.0
+        lags[cid] = {"lag_s": lag, "corr": float(getattr(lr, "corr", float("nan"))), "method": getattr(lr, "method", "")}
+
+    boundaries = sorted({t for _, a, b in phases for t in (a, b)})
+    exclude = [g for cid in all_ids for g in series[cid].gaps]
+    agreement_list: list[dict[str, Any]] = []
+    for expr, parts in cands.items():
+        start = max([ref.t_s[0]] + [series[c].t_s[0] - lags[c]["lag_s"] for c in parts])
+        end = min([ref.t_s[-1]] + [series[c].t_s[-1] - lags[c]["lag_s"] for c in parts])
+        entry: dict[str, Any] = {"reference": ref_id, "candidate": expr, "components": parts,
+                                 "lag_s": lags[parts[0]]["lag_s"] if len(parts) == 1 else None,
+                                 "component_lags_s": {c: lags[c]["lag_s"] for c in parts},
+                                 "window_s": win, "unit": "W (window energy / window length)"}
+        try:
+            edges_list = common_windows(start, end, win, exclude=exclude, boundaries=boundaries, trim_s=RAMP_TRIM_S)
+            ref_e = np.concatenate([_energies(ref, e) for e in edges_list]) if edges_list else np.array([])
+            cand_e = np.zeros_like(ref_e)
+            for c in parts:
+                cand_e = cand_e + (np.concatenate([_energies(series[c], e, lags[c]["lag_s"]) for e in edges_list])
+                                   if edges_list else np.array([]))
+            widths = np.concatenate([np.diff(e) for e in edges_list]) if edges_list else np.array([])
+            ok = np.isfinite(ref_e) & np.isfinite(cand_e)
+            ref_w, cand_w = ref_e[ok] / widths[ok], cand_e[ok] / widths[ok]
+            entry["n_windows"] = int(ok.sum())
+            stats = agreement(ref_w, cand_w, method="ols")
+            entry.update(stats)
+            cal = ols(cand_w, ref_w)
+            entry["calibration"] = {"model": "reference = intercept + slope * candidate", "method": "ols",
+                                    "slope": cal.slope, "intercept": cal.intercept,
+                                    "slope_ci": list(cal.slope_ci), "intercept_ci": list(cal.intercept_ci)}
+            entry["pairs"] = {"reference_w": ref_w.tolist(), "candidate_w": cand_w.tolist()}
+        except ValueError as exc:
+            entry["n_windows"] = int(entry.get("n_windows", 0))
+            entry["error"] = str(exc).splitlines()[0]
+            warnings.append(f"agreement {expr} vs {ref_id}: {entry['error']}")
+        agreement_list.append(entry)
+
+    # workload, phases, emissions
+    wl = data.manifest.get("workload") or {}
+    result = data.result()
+    run_phase = [(a, b) for n, a, b in phases if n == "workload"]
+    ref_workload_j = phase_energy(ref, *run_phase[0]) if run_phase else meters[ref_id]["energy_j"]
+    duration = (run_phase[0][1] - run_phase[0][0]) if run_phase else data.duration_s
+    accuracy = result.get("accuracy")
+    workload = {"name": wl.get("name"), "parameters": wl.get("parameters", {}), "duration_s": duration,
+                "accuracy": float(accuracy) if accuracy is not None else None,
+                "images_per_s": result.get("images_per_s"), "returncode": wl.get("returncode"),
+                "energy_j": ref_workload_j,
+                "accuracy_per_kwh": accuracy_per_kwh(accuracy, ref_workload_j) if ref_workload_j == ref_workload_j else None}
+    phase_rows = []
+    for name, a, b in phases:
+        row = {"phase": name, "start_s": a, "end_s": b, "duration_s": b - a}
+        for cid, s in series.items():
+            row[cid] = phase_energy(s, a, b)
+        phase_rows.append(row)
+    emis = emissions(ref_workload_j if np.isfinite(ref_workload_j) else 0.0, location, intensity, pue)
+    emis["energy_from"] = ref_id
+    rec = data.manifest.get("recorder") or {}
+    return {
+        "session": str(data.path), "status": data.status, "duration_s": data.duration_s,
+        "reference": ref_id, "meters": meters, "lags": lags, "workload": workload, "phases": phase_rows,
+        "agreement": agreement_list, "emissions": emis,
+        "recorder": {"cpu_fraction_of_core": rec.get("cpu_fraction_of_core"), "cpu_s": rec.get("cpu_s")},
+        "warnings": warnings,
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

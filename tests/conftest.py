@@ -1,0 +1,67 @@
+"""Shared test doubles and helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Channel, Meter, MeterDisconnected, MeterReadError, Reading
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+class ScriptedMeter(Meter):
+    """A meter whose polls follow a script: a number is watts, a string raises that fault.
+
+    ``"disconnected"`` raises MeterDisconnected and makes the next ``reopen_fails`` opens fail.
+    """
+
+    kind = "scripted"
+
+    def __init__(self, script: list, name: str = "scripted", interval_s: float = 0.01,
+                 reopen_fails: int = 2) -> None:
+        super().__init__(name, interval_s)
+        self.script = list(script)
+        self.i = 0
+        self.opens = 0
+        self.reopen_fails = reopen_fails
+        self._fail_opens = 0
+        self.energy = 0.0
+
+    def open(self) -> list[Channel]:
+        self.opens += 1
+        if self._fail_opens > 0:
+            self._fail_opens -= 1
+            raise OSError("device not there yet")
+        self.channels = [Channel(id=self.name, scope="wall", quantities=("power_w", "energy_j"),
+                                 window_s=self.interval_s, update_interval_s=self.interval_s)]
+        return self.channels
+
+    def read(self) -> Reading:
+        step = self.script[self.i] if self.i < len(self.script) else self.script[-1]
+        self.i += 1
+        if step == "disconnected":
+            self._fail_opens = self.reopen_fails
+            raise MeterDisconnected("cable pulled")
+        if isinstance(step, str):
+            raise MeterReadError(f"scripted {step}", code=step)
+        self.energy += step * self.interval_s
+        return Reading({self.name: {"power_w": float(step), "energy_j": self.energy}})
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m calibrate.cli ARGS`` and capture its output."""
+    return subprocess.run([sys.executable, "-m", "calibrate.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("shared/data not present beside the repository")
+    return SHARED

@@ -41,6 +41,7 @@ class Series:
     gaps: list[tuple[float, float]]
     interval_s: float
     window_s: float | None
+    resolution_j: float | None
 
 
 def _continuous_counter(trace: ChannelTrace, ok: Any) -> np.ndarray | None:
@@ -90,37 +91,31 @@ def series_of(trace: ChannelTrace) -> Series:
     power = ok["power_w"].to_numpy(float) if "power_w" in ok and not ok["power_w"].isna().all() else None
     energy = _continuous_counter(trace, ok)
     res = trace.info.get("energy_resolution_j")
-    t_p, p = power_series(t, power_w=power, energy_j=energy, energy_resolution_j=res)
-    use_counter = energy is not None and (power is None or len(p) != len(t) or not np.allclose(p, power, equal_nan=True))
+    window = trace.info.get("window_s")
+    t_p, p = power_series(t, power_w=power, energy_j=energy, energy_resolution_j=res, window_s=window)
     dt = np.diff(t)
     interval = float(np.median(dt)) if len(dt) else float(trace.info.get("update_interval_s") or 1.0)
+    span_e = float(energy[-1] - energy[0]) if energy is not None and len(energy) > 1 else 0.0
+    use_counter = energy is not None and (power is None or not res or res <= 0.01 * abs(span_e))
     return Series(trace.id, t, power, energy, np.asarray(t_p, float), np.asarray(p, float), use_counter,
-                  _gaps(trace), interval, trace.info.get("window_s"))
+                  _gaps(trace), interval, window, res)
 
 
-def _energies(s: Series, edges: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
-    """Energy (J) per window [edges[i], edges[i+1]) of series ``s`` shifted onto the reference clock."""
-    t = s.t_s - shift_s
-    if s.use_counter and s.energy_j is not None:
-        return np.asarray(window_energies(edges, t, energy_j=s.energy_j), float)
-    if s.power_w is None:
-        return np.asarray(window_energies(edges, s.t_p - shift_s, power_w=s.p), float)
-    return np.asarray(window_energies(edges, t, power_w=s.power_w), float)
+def _energies(s: Series, windows: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
+    """Energy (J) per window (rows t0, t1, s) of ``s`` shifted onto the reference clock by ``shift_s``."""
+    return np.asarray(window_energies(windows, s.t_s - shift_s, energy_j=s.energy_j, power_w=s.power_w,
+                                      power_window_s=s.window_s, energy_resolution_j=s.resolution_j), float)
 
 
 def total_energy_j(s: Series) -> float:
     """Energy over the whole recording (J), gaps excluded."""
     if len(s.t_s) < 2:
         return float("nan")
-    edges = np.array([s.t_s[0], s.t_s[-1]])
-    pieces = [(a, b) for a, b in _ok_spans(s.t_s[0], s.t_s[-1], s.gaps)]
-    total = 0.0
-    for a, b in pieces:
-        edges = np.array([a, b])
-        e = _energies(s, edges)
-        if np.isfinite(e[0]):
-            total += float(e[0])
-    return total
+    spans = _ok_spans(float(s.t_s[0]), float(s.t_s[-1]), s.gaps)
+    if not spans:
+        return float("nan")
+    e = _energies(s, np.asarray(spans, float))
+    return float(np.nansum(e)) if np.any(np.isfinite(e)) else float("nan")
 
 
 def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -135,8 +130,8 @@ def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tup
 
 
 def phase_energy(s: Series, t0: float, t1: float, shift_s: float = 0.0) -> float:
-    e = _energies(s, np.array([t0, t1]), shift_s)
-    return float(e[0])
+    """Energy (J) of ``s`` between t0 and t1 (s); NaN if the span is not fully covered."""
+    return float(_energies(s, np.array([[t0, t1]]), shift_s)[0])
 
 
 def _mean_power(s: Series, spans: list[tuple[float, float]], shift_s: float = 0.0) -> float | None:
@@ -218,9 +213,17 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     lags: dict[str, Any] = {}
     for cid in {c for parts in cands.values() for c in parts}:
         s = series[cid]
-        lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max_lag_s)
+        try:
+            lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max_lag_s)
+        except ValueError as exc:
+            warnings.append(f"lag of {cid} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
+            lags[cid] = {"lag_s": 0.0, "corr": None, "method": "none", "quality": "failed"}
+            continue
         lag = float(lr.lag_s) if np.isfinite(lr.lag_s) else 0.0
-        lags[cid] = {"lag_s": lag, "corr": float(getattr(lr, "corr", float("nan"))), "method": getattr(lr, "method", "")}
+        lags[cid] = {"lag_s": lag, "corr": float(lr.corr), "method": lr.method, "quality": lr.quality,
+                     "ci_s": list(lr.ci_s), "corr_before": lr.corr_before, "corr_after": lr.corr_after}
+        if lr.quality != "good":
+            warnings.append(f"lag of {cid} is {lr.quality} (peak correlation {lr.corr:.2f}); check the traces")
 
     boundaries = sorted({t for _, a, b in phases for t in (a, b)})
     exclude = [g for cid in all_ids for g in series[cid].gaps]
@@ -233,14 +236,14 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
                                  "component_lags_s": {c: lags[c]["lag_s"] for c in parts},
                                  "window_s": win, "unit": "W (window energy / window length)"}
         try:
-            edges_list = common_windows(start, end, win, exclude=exclude, boundaries=boundaries, trim_s=RAMP_TRIM_S)
-            ref_e = np.concatenate([_energies(ref, e) for e in edges_list]) if edges_list else np.array([])
+            wins = common_windows(start, end, win, exclude=exclude, boundaries_s=boundaries, trim_s=RAMP_TRIM_S)
+            ref_e = _energies(ref, wins)
             cand_e = np.zeros_like(ref_e)
             for c in parts:
-                cand_e = cand_e + (np.concatenate([_energies(series[c], e, lags[c]["lag_s"]) for e in edges_list])
-                                   if edges_list else np.array([]))
-            widths = np.concatenate([np.diff(e) for e in edges_list]) if edges_list else np.array([])
+                cand_e = cand_e + _energies(series[c], wins, lags[c]["lag_s"])
+            widths = wins[:, 1] - wins[:, 0]
             ok = np.isfinite(ref_e) & np.isfinite(cand_e)
+            entry["windows_s"] = wins[ok].tolist()
             ref_w, cand_w = ref_e[ok] / widths[ok], cand_e[ok] / widths[ok]
             entry["n_windows"] = int(ok.sum())
             stats = agreement(ref_w, cand_w, method="ols")

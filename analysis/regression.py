@@ -38,7 +38,7 @@ __all__ = [
 
 # Passing-Bablok builds all n(n-1)/2 pairwise slopes; above this many points the
 # slope array would exceed a few hundred MB.
-PASSING_BABLOK_MAX_N = 6000
+PASSING_BABLOK_MAX_N = 5000
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,7 @@ def _deming_from_moments(
     return slope, intercept
 
 
-def deming(
-    x: Any, y: Any, *, error_ratio: float = 1.0, alpha: float = 0.05
-) -> RegressionResult:
+def deming(x: Any, y: Any, *, error_ratio: float = 1.0, alpha: float = 0.05) -> RegressionResult:
     """Deming regression with jackknife confidence intervals.
 
     ``error_ratio`` (lambda) is the ratio of the measurement-error variance of the
@@ -175,7 +173,10 @@ def deming(
     standard error, and the interval is ``estimate +/- t(1 - alpha/2, n - 2) * se``.
     """
     _check_alpha(alpha)
-    if not (isinstance(error_ratio, (int, float)) and math.isfinite(error_ratio)) or error_ratio <= 0:
+    if (
+        not (isinstance(error_ratio, (int, float)) and math.isfinite(error_ratio))
+        or error_ratio <= 0
+    ):
         raise ValueError(f"error_ratio must be a positive number, got {error_ratio!r}")
     x, y, dropped = paired_arrays(x, y)
     _require_spread(x, "reference")
@@ -186,7 +187,9 @@ def deming(
     dx, dy = x - xm, y - ym
     u, q, p = float(np.sum(dx * dx)), float(np.sum(dy * dy)), float(np.sum(dx * dy))
     if p == 0.0:
-        raise ValueError("reference and candidate are uncorrelated (covariance 0); Deming slope is undefined")
+        raise ValueError(
+            "reference and candidate are uncorrelated (covariance 0); Deming slope is undefined"
+        )
     slope, intercept = (float(v) for v in _deming_from_moments(xm, ym, u, q, p, lam))
 
     # Leave-one-out moments in closed form: removing point i changes the centred sums
@@ -228,13 +231,21 @@ def deming(
 # ---------------------------------------------------------------- Passing-Bablok
 
 
-def _pairwise(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All i<j pairs: dx, dy and the magnitude scale used for tie tolerances."""
-    i, j = np.triu_indices(x.size, k=1)
-    dx = x[j] - x[i]
-    dy = y[j] - y[i]
-    scale = np.maximum.reduce([np.abs(x[i]), np.abs(x[j]), np.abs(y[i]), np.abs(y[j])])
-    return dx, dy, scale, i
+def _pair_blocks(n: int, max_pairs: int = 2_000_000):
+    """Yield (i, j) index arrays covering all pairs i < j, in row blocks of bounded size."""
+    start = 0
+    while start < n - 1:
+        stop, count = start, 0
+        while stop < n - 1 and (count == 0 or count + (n - 1 - stop) <= max_pairs):
+            count += n - 1 - stop
+            stop += 1
+        rows = np.arange(start, stop)
+        lens = n - 1 - rows
+        i = np.repeat(rows, lens)
+        offs = np.arange(i.size) - np.repeat(np.cumsum(lens) - lens, lens)
+        j = i + 1 + offs
+        yield i, j
+        start = stop
 
 
 def _pb_slopes(x: np.ndarray, y: np.ndarray, pos_cor: bool) -> tuple[np.ndarray, int, int, int]:
@@ -246,25 +257,32 @@ def _pb_slopes(x: np.ndarray, y: np.ndarray, pos_cor: bool) -> tuple[np.ndarray,
     Passing & Bablok (1983). Differences within a few ulps of the operands count as
     exact ties.
     """
-    dx, dy, scale, _ = _pairwise(x, y)
-    tol = 8.0 * np.finfo(float).eps * scale
-    dx = np.where(np.abs(dx) <= tol, 0.0, dx)
-    dy = np.where(np.abs(dy) <= tol, 0.0, dy)
-    both_zero = (dx == 0.0) & (dy == 0.0)
-    vertical = (dx == 0.0) & ~both_zero
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = dy / dx
-    s[vertical] = np.inf if pos_cor else -np.inf
-    keep = ~both_zero
-    # slope exactly -1 (+1 for negative correlation) is excluded (P&B 1983)
-    if pos_cor:
-        minus_one = keep & ~vertical & (np.abs(dy + dx) <= tol)
-    else:
-        minus_one = keep & ~vertical & (np.abs(dy - dx) <= tol)
-    keep &= ~minus_one
-    s = np.sort(s[keep])
+    eps8 = 8.0 * np.finfo(float).eps
+    parts: list[np.ndarray] = []
+    n_minus_one = n_identical = 0
+    for i, j in _pair_blocks(x.size):
+        dx = x[j] - x[i]
+        dy = y[j] - y[i]
+        tol = eps8 * np.maximum(
+            np.maximum(np.abs(x[i]), np.abs(x[j])), np.maximum(np.abs(y[i]), np.abs(y[j]))
+        )
+        dx[np.abs(dx) <= tol] = 0.0
+        dy[np.abs(dy) <= tol] = 0.0
+        both_zero = (dx == 0.0) & (dy == 0.0)
+        vertical = (dx == 0.0) & ~both_zero
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sl = dy / dx
+        sl[vertical] = np.inf if pos_cor else -np.inf
+        # slope exactly -1 (+1 for negative correlation) is excluded (P&B 1983)
+        unit = np.abs(dy + dx) <= tol if pos_cor else np.abs(dy - dx) <= tol
+        unit &= ~both_zero & ~vertical
+        keep = ~both_zero & ~unit
+        n_minus_one += int(unit.sum())
+        n_identical += int(both_zero.sum())
+        parts.append(sl[keep])
+    s = np.sort(np.concatenate(parts)) if parts else np.array([])
     k = int(np.sum(s < -1.0)) if pos_cor else -int(np.sum(s > 1.0))
-    return s, k, int(minus_one.sum()), int(both_zero.sum())
+    return s, k, n_minus_one, n_identical
 
 
 def _shifted_median(s: np.ndarray, k: int) -> float:
@@ -281,19 +299,33 @@ def _shifted_median(s: np.ndarray, k: int) -> float:
     return float(0.5 * (s[lo - 1] + s[hi - 1]))
 
 
-def passing_bablok(x: Any, y: Any, *, alpha: float = 0.05) -> RegressionResult:
+def passing_bablok(
+    x: Any, y: Any, *, alpha: float = 0.05, variant: str = "pb1983"
+) -> RegressionResult:
     """Passing-Bablok (1983) regression with its rank-based confidence intervals.
 
-    The slope is the median of all pairwise slopes ``S_ij`` (pairs with slope -1 and
-    identical points excluded; equal x gives +inf), shifted by ``K`` = number of
-    slopes below -1. The slope CI takes the order statistics
-    ``S_(M1+K)`` and ``S_(M2+K)`` with ``C = z(1-alpha/2) sqrt(n(n-1)(2n+5)/18)``,
-    ``M1 = round((N - C)/2)``, ``M2 = N - M1 + 1``; intercept = median(y - b x) and
-    its CI = [median(y - b_upper x), median(y - b_lower x)].
-    For a negative Kendall correlation the mirror rule is used (``K`` = minus the
-    number of slopes above 1, slopes of +1 excluded).
+    ``variant="pb1983"`` (default) is the published procedure: the slope is the median
+    of all pairwise slopes ``S_ij`` (pairs with slope -1 and identical points excluded;
+    equal x gives +inf), shifted by ``K`` = number of slopes below -1. The slope CI
+    takes the order statistics ``S_(M1+K)`` and ``S_(M2+K)`` with
+    ``C = z(1-alpha/2) sqrt(n(n-1)(2n+5)/18)``, ``M1 = round((N - C)/2)``,
+    ``M2 = N - M1 + 1``; intercept = median(y - b x) and its CI =
+    [median(y - b_upper x), median(y - b_lower x)]. Differences within a few ulps are
+    exact ties, so decimal data with slopes of exactly -1 are handled as in the paper.
+
+    ``variant="mcr"`` reproduces R ``mcr`` (``method.reg="PaBa"``, analytical CI), which
+    agrees with Analyse-it/Calanas: slopes are kept as angles, slopes of -1 stay in the
+    array with half weight in the offset, the median and the CI bounds
+    (``round(N -/+ C + offset)`` on a doubled index) average neighbouring angles, and
+    slopes are classified against -1 in floating point (so decimal data can differ
+    from ``pb1983`` by one order statistic).
+
+    For a negative Kendall correlation the mirror rule is used (offset from slopes
+    above +1, slopes of +1 excluded, equal x gives -inf).
     """
     _check_alpha(alpha)
+    if variant not in ("pb1983", "mcr"):
+        raise ValueError(f"variant must be 'pb1983' or 'mcr', got {variant!r}")
     x, y, dropped = paired_arrays(x, y)
     _require_spread(x, "reference")
     n = x.size
@@ -304,41 +336,97 @@ def passing_bablok(x: Any, y: Any, *, alpha: float = 0.05) -> RegressionResult:
         )
     tau = stats.kendalltau(x, y).statistic
     pos_cor = not (np.isfinite(tau) and tau < 0)
-    s, k, n_minus_one, n_undefined = _pb_slopes(x, y, pos_cor)
-    big_n = s.size
-    if big_n == 0:
-        raise ValueError("no usable pairwise slopes (all points identical)")
-    slope = _shifted_median(s, k)
     c_gamma = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
-    m1 = int(round_half_away((big_n - c_gamma) / 2.0))
-    m2 = big_n - m1 + 1
-    lo_idx, hi_idx = m1 + k, m2 + k
-    slope_lo = float(s[lo_idx - 1]) if 1 <= lo_idx <= big_n else -math.inf
-    slope_hi = float(s[hi_idx - 1]) if 1 <= hi_idx <= big_n else math.inf
-    intercept = float(np.median(y - slope * x))
-    int_lo = float(np.median(y - slope_hi * x)) if math.isfinite(slope_hi) else -math.inf
-    int_hi = float(np.median(y - slope_lo * x)) if math.isfinite(slope_lo) else math.inf
+    extra: dict[str, Any] = {"C_gamma": c_gamma, "kendall_tau": float(tau), "dropped": dropped}
+    if variant == "pb1983":
+        s, k, n_minus_one, n_undefined = _pb_slopes(x, y, pos_cor)
+        big_n = s.size
+        if big_n == 0:
+            raise ValueError("no usable pairwise slopes (all points identical)")
+        slope = _shifted_median(s, k)
+        m1 = int(round_half_away((big_n - c_gamma) / 2.0))
+        m2 = big_n - m1 + 1
+        lo_idx, hi_idx = m1 + k, m2 + k
+        slope_lo = float(s[lo_idx - 1]) if 1 <= lo_idx <= big_n else -math.inf
+        slope_hi = float(s[hi_idx - 1]) if 1 <= hi_idx <= big_n else math.inf
+        extra.update(
+            n_slopes=big_n,
+            K=k,
+            M1=m1,
+            M2=m2,
+            slopes_excluded_minus_one=n_minus_one,
+            pairs_identical=n_undefined,
+        )
+        ci_method = "rank-based (Passing & Bablok 1983, K offset, C_gamma)"
+        resid = lambda b: y - b * x  # noqa: E731
+    else:
+        slope, slope_lo, slope_hi, info = _pb_mcr(x, y, pos_cor, c_gamma)
+        extra.update(info)
+        ci_method = "rank-based (Passing & Bablok 1983 as in R mcr / Analyse-it)"
+        resid = lambda b: _mcr_diff(y, b * x)  # noqa: E731
+    if not math.isfinite(slope):
+        raise ValueError("Passing-Bablok slope is undefined for these data (too many tied slopes)")
+    intercept = float(np.median(resid(slope)))
+    int_lo = float(np.median(resid(slope_hi))) if math.isfinite(slope_hi) else -math.inf
+    int_hi = float(np.median(resid(slope_lo))) if math.isfinite(slope_lo) else math.inf
     return RegressionResult(
         method="passing-bablok",
-        slope=slope,
+        slope=float(slope),
         intercept=intercept,
-        slope_ci=(slope_lo, slope_hi),
+        slope_ci=(float(slope_lo), float(slope_hi)),
         intercept_ci=(int_lo, int_hi),
         n=n,
-        ci_method="rank-based (Passing & Bablok 1983, K offset, C_gamma)",
+        ci_method=ci_method,
         alpha=alpha,
-        extra={
-            "n_slopes": big_n,
-            "K": k,
-            "C_gamma": c_gamma,
-            "M1": m1,
-            "M2": m2,
-            "slopes_excluded_minus_one": n_minus_one,
-            "pairs_identical": n_undefined,
-            "kendall_tau": float(tau),
-            "dropped": dropped,
-        },
+        extra=extra,
     )
+
+
+def _mcr_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` with mcr's tie rule: 0 when |a - b| < 1e-12 * mean(|a|, |b|)."""
+    r = a - b
+    return np.where(np.abs(r) < 1e-12 * (np.abs(a) + np.abs(b)) / 2.0, 0.0, r)
+
+
+def _pb_mcr(
+    x: np.ndarray, y: np.ndarray, pos_cor: bool, c_gamma: float
+) -> tuple[float, float, float, dict[str, Any]]:
+    """Slope and slope CI computed the way R ``mcr::mc.paba`` does (angles, doubled index)."""
+    parts: list[np.ndarray] = []
+    for i, j in _pair_blocks(x.size):
+        dx = _mcr_diff(x[j], x[i])
+        dy = _mcr_diff(y[j], y[i])
+        ang = np.full(dx.shape, np.nan)
+        reg = dx != 0.0
+        ang[reg] = np.arctan(dy[reg] / dx[reg])
+        ang[(dx == 0.0) & (dy != 0.0)] = math.pi / 2 if pos_cor else -math.pi / 2
+        parts.append(ang[~np.isnan(ang)])
+    a = np.sort(np.concatenate(parts))
+    n_all = a.size
+    if n_all == 0:
+        raise ValueError("no usable pairwise slopes (all points identical)")
+    q = math.pi / 4
+    if pos_cor:
+        lowest = 2 * int(np.sum(a <= -q) - np.sum(a < -q)) + 1
+        offset2 = int(np.sum(a <= -q) + np.sum(a < -q))
+    else:
+        lowest = 2 * int(np.sum(a >= q) - np.sum(a > q)) + 1
+        offset2 = -int(np.sum(a >= q) + np.sum(a > q))
+
+    def pick(idx2: int) -> float:
+        half = (idx2 + 1) // 2
+        if half < 1 or half + (0 if idx2 % 2 else 1) > n_all:
+            return math.nan
+        ang_v = a[half - 1] if idx2 % 2 == 1 else 0.5 * (a[half - 1] + a[half])
+        return math.tan(ang_v)
+
+    slope = pick(n_all + offset2)
+    lo_ind = int(np.rint(n_all - c_gamma + offset2))
+    hi_ind = int(np.rint(n_all + c_gamma + offset2))
+    slope_lo = -math.inf if lo_ind < lowest else pick(lo_ind)
+    slope_hi = math.inf if hi_ind > 2 * n_all - 1 else pick(hi_ind)
+    info = {"n_slopes": n_all, "offset2": offset2}
+    return slope, slope_lo, slope_hi, info
 
 
 def round_half_away(v: float) -> float:
@@ -362,7 +450,9 @@ class CusumResult:
     alpha: float
 
 
-def pb_cusum_linearity(x: Any, y: Any, fit: RegressionResult | None = None, *, alpha: float = 0.05) -> CusumResult:
+def pb_cusum_linearity(
+    x: Any, y: Any, fit: RegressionResult | None = None, *, alpha: float = 0.05
+) -> CusumResult:
     """Cusum test for linearity of a Passing-Bablok fit (Passing & Bablok 1983, sec. 4).
 
     Points above the line score ``sqrt(L/l)``, below ``-sqrt(l/L)`` (``l`` above,

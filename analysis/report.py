@@ -218,7 +218,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      f"{'-' if p is None else f'{p:.2f}'} | {m.get('samples')} | {sum((m.get('errors') or {}).values())} |")
     for a in summary.get("agreement", []):
         ba = a.get("bland_altman") or {}
-        if ba:
-            lines.append(f"\n{a['candidate']}: lag {a.get('lag_s')} s, bias {ba.get('bias'):.2f} W, "
-                         f"LoA [{ba.get('loa_low'):.2f}, {ba.get('loa_high'):.2f}] W over {a.get('n_windows')} windows")
+        if ba.get("bias") is not None:
+            lines.append(f"\n{a['candidate']}: lag {a.get('lag_s')} s, bias {ba['bias']:.2f} W, "
+                         f"LoA [{ba['loa_low']:.2f}, {ba['loa_high']:.2f}] W over {a.get('n_windows')} windows")
+        else:
+            lines.append(f"\n{a['candidate']}: not compared ({a.get('error', 'no windows')})")
     return "\n".join(lines) + "\n"

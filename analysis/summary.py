@@ -24,7 +24,15 @@ from analysis.regression import ols
 from analysis.windows import choose_window_s, common_windows, window_energies
 
 BASELINE_PHASES = ("baseline-before", "baseline-after", "idle")
-RAMP_TRIM_S = 2.0  # skip this long after each phase boundary (load ramps, fan spin-up)
+RAMP_TRIM_S = 2.0
+#: the contract's keys, all null, for a pair with too few windows to compare
+EMPTY_AGREEMENT: dict[str, Any] = {
+    "bland_altman": {"n": 0, "bias": None, "sd": None, "loa_low": None, "loa_high": None,
+                     "bias_ci": [None, None], "loa_low_ci": [None, None], "loa_high_ci": [None, None]},
+    "regression": {"method": "ols", "slope": None, "intercept": None, "slope_ci": [None, None],
+                   "intercept_ci": [None, None]},
+    "ccc": {"value": None, "ci": [None, None]},
+}  # skip this long after each phase boundary (load ramps, fan spin-up)
 
 
 @dataclass
@@ -214,18 +222,26 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     for cid in {c for parts in cands.values() for c in parts}:
         s = series[cid]
         try:
-            lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max_lag_s)
+            # a lag longer than a quarter of the overlap rests on too few samples to trust
+            span = min(ref.t_s[-1], s.t_s[-1]) - max(ref.t_s[0], s.t_s[0])
+            lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max(min(max_lag_s, 0.25 * span), 1.0))
         except ValueError as exc:
             warnings.append(f"lag of {cid} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
             lags[cid] = {"lag_s": 0.0, "corr": None, "method": "none", "quality": "failed"}
             continue
-        lag = float(lr.lag_s) if np.isfinite(lr.lag_s) else 0.0
-        lags[cid] = {"lag_s": lag, "corr": float(lr.corr), "method": lr.method, "quality": lr.quality,
-                     "ci_s": list(lr.ci_s), "corr_before": lr.corr_before, "corr_after": lr.corr_after}
-        if lr.quality != "good":
-            warnings.append(f"lag of {cid} is {lr.quality} (peak correlation {lr.corr:.2f}); check the traces")
+        usable = (lr.quality == "good" and np.isfinite(lr.lag_s)
+                  and not (lr.corr_after < lr.corr_before - 0.02))  # a shift that misaligns the levels
+        lags[cid] = {"lag_s": float(lr.lag_s) if usable else 0.0, "estimate_s": float(lr.lag_s),
+                     "applied": bool(usable), "corr": float(lr.corr), "method": lr.method,
+                     "quality": lr.quality, "ci_s": list(lr.ci_s), "corr_before": lr.corr_before,
+                     "corr_after": lr.corr_after}
+        if not usable:
+            warnings.append(f"lag of {cid} is {lr.quality} (peak correlation {lr.corr:.2f}, estimate "
+                            f"{lr.lag_s:.2f} s): not applied; a load with sharp edges (square) helps")
 
-    boundaries = sorted({t for _, a, b in phases for t in (a, b)})
+    # trim ramps after the boundaries of long phases (baselines, the workload, epochs); the
+    # edges of short phases (a square wave's half periods) are averaged over by the windows
+    boundaries = sorted({t for _, a, b in phases if b - a >= 2 * win for t in (a, b)})
     exclude = [g for cid in all_ids for g in series[cid].gaps]
     agreement_list: list[dict[str, Any]] = []
     for expr, parts in cands.items():
@@ -256,6 +272,7 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
         except ValueError as exc:
             entry["n_windows"] = int(entry.get("n_windows", 0))
             entry["error"] = str(exc).splitlines()[0]
+            entry.update(EMPTY_AGREEMENT)
             warnings.append(f"agreement {expr} vs {ref_id}: {entry['error']}")
         agreement_list.append(entry)
 

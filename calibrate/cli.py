@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reference", required=True, metavar="COL")
     a.add_argument("--candidate", required=True, metavar="COL")
     a.add_argument("--method", default="ols", choices=["ols", "deming", "passing-bablok"])
-    a.add_argument("--ratio", type=float, default=1.0, help="Deming error-variance ratio (default 1)")
+    a.add_argument("--ratio", type=float, default=1.0, help="Deming error-variance ratio: reference error variance / candidate error variance (default 1, as R mcr error.ratio)")
     a.add_argument("--subject", metavar="COL", help="subject/run column: repeated-measures Bland-Altman")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_agree)

@@ -1,0 +1,296 @@
+"""Common comparison windows and the energy (J) each meter saw in them.
+
+Meters are compared on energy over common windows, not on single power samples.  A
+window is a pair ``(t0, t1)`` in seconds on the (aligned) session clock.  Energy comes
+from the cumulative counter interpolated at the window edges when it is fine enough,
+else from integrating reported power, each sample holding over the time it stands for.
+Windows that touch a gap in a meter's trace, or lie outside its coverage, get NaN.
+Pure functions on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from analysis.align import GAP_FACTOR, _as_1d, _bin_integrals, _pair, find_gaps
+from drivers.base import MeterConfigError
+
+__all__ = [
+    "choose_window_s",
+    "common_coverage",
+    "common_windows",
+    "dynamic_energies",
+    "mean_power_w",
+    "phase_energies",
+    "window_energies",
+]
+
+
+def choose_window_s(
+    intervals_s: Sequence[float | None],
+    windows_s: Sequence[float | None] = (),
+    override_s: float | None = None,
+    *,
+    interval_factor: float = 10.0,
+    window_factor: float = 5.0,
+    min_s: float = 1.0,
+) -> float:
+    """Comparison window length (s) set by the slowest meter.
+
+    ``max(interval_factor x slowest update interval, window_factor x largest averaging
+    window, min_s)``, so each window holds many samples of every meter and a meter's
+    own averaging smears only a small part of it.  ``override_s`` (if given) wins.
+    ``None`` entries (unknown) are ignored.
+    """
+    if override_s is not None:
+        if not (math.isfinite(override_s) and override_s > 0):
+            raise MeterConfigError(
+                f"window override must be a positive number of seconds, got {override_s!r}"
+            )
+        return float(override_s)
+    iv = [float(x) for x in intervals_s if x is not None]
+    wv = [float(x) for x in windows_s if x is not None]
+    for name, vals in (("update interval", iv), ("averaging window", wv)):
+        if any(not (math.isfinite(v) and v >= 0) for v in vals):
+            raise MeterConfigError(f"every meter {name} must be a finite number >= 0 s; got {vals}")
+    out = max(
+        interval_factor * max(iv, default=0.0),
+        window_factor * max(wv, default=0.0),
+        float(min_s),
+    )
+    return float(out)
+
+
+def common_coverage(
+    traces_t_s: Iterable[np.ndarray], gap_factor: float = GAP_FACTOR
+) -> tuple[float, float, np.ndarray]:
+    """``(start_s, end_s, gaps)`` covered by every trace: the latest start, the earliest
+    end and the union of all traces' gaps (shape (k, 2), merged, sorted)."""
+    starts, ends, gaps = [], [], []
+    for t in traces_t_s:
+        ta = _as_1d(t, "t_s")
+        if ta.size == 0:
+            raise MeterConfigError("a meter trace is empty; it has no coverage to compare")
+        starts.append(float(ta[0]))
+        ends.append(float(ta[-1]))
+        gaps.append(find_gaps(ta, gap_factor))
+    if not starts:
+        raise MeterConfigError("common_coverage needs at least one trace")
+    all_gaps = np.concatenate(gaps) if gaps else np.empty((0, 2))
+    return max(starts), min(ends), _merge(all_gaps)
+
+
+def _merge(spans: np.ndarray) -> np.ndarray:
+    """Union of closed spans, sorted; shape (k, 2)."""
+    s = np.asarray(spans, dtype=float).reshape(-1, 2)
+    if s.shape[0] == 0:
+        return s
+    s = s[np.argsort(s[:, 0])]
+    out = [list(s[0])]
+    for a, b in s[1:]:
+        if a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return np.asarray(out)
+
+
+def common_windows(
+    start_s: float,
+    end_s: float,
+    window_s: float,
+    exclude: Iterable[tuple[float, float]] = (),
+    trim_s: float = 0.0,
+    boundaries_s: Iterable[float] = (),
+) -> np.ndarray:
+    """Consecutive windows ``(t0, t1)`` of ``window_s`` (s) over ``[start_s, end_s]``.
+
+    Excluded spans (gaps of any meter, idle phases, ...) and ``trim_s`` seconds after
+    each phase boundary in ``boundaries_s`` (ramps where meters' averaging windows
+    disagree most) are skipped; windows restart at the end of each skipped span and a
+    left-over shorter than ``window_s`` is dropped.  Returns shape (N, 2).
+    """
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise MeterConfigError(f"window_s must be a positive number of seconds, got {window_s!r}")
+    if not (math.isfinite(start_s) and math.isfinite(end_s)):
+        raise MeterConfigError("common_windows needs finite start_s and end_s")
+    if trim_s < 0:
+        raise MeterConfigError("trim_s must be >= 0 s")
+    cut = [(float(a), float(b)) for a, b in exclude]
+    cut += [(float(b), float(b) + trim_s) for b in boundaries_s if trim_s > 0]
+    if any(b < a for a, b in cut):
+        raise MeterConfigError(
+            "an excluded span ends before it starts; give spans as (t0, t1) with t0 <= t1"
+        )
+    removed = _merge(np.asarray(cut, dtype=float).reshape(-1, 2))
+    spans, cur = [], float(start_s)
+    for a, b in removed:
+        if b <= cur:
+            continue
+        if a >= end_s:
+            break
+        if a > cur:
+            spans.append((cur, a))
+        cur = max(cur, b)
+    if cur < end_s:
+        spans.append((cur, float(end_s)))
+    out = []
+    for a, b in spans:
+        n = int(math.floor((b - a) / window_s + 1e-9))
+        if n > 0:
+            t0 = a + window_s * np.arange(n)
+            out.append(np.column_stack([t0, t0 + window_s]))
+    return np.concatenate(out) if out else np.empty((0, 2))
+
+
+def _as_windows(bounds_s: np.ndarray) -> np.ndarray:
+    b = np.asarray(bounds_s, dtype=float)
+    if b.ndim == 1:
+        if b.size < 2:
+            return np.empty((0, 2))
+        if np.any(np.diff(b) < 0):
+            raise MeterConfigError("window edges must be non-decreasing")
+        return np.column_stack([b[:-1], b[1:]])
+    if b.ndim == 2 and b.shape[1] == 2:
+        if np.any(b[:, 1] < b[:, 0]):
+            raise MeterConfigError("a window ends before it starts; give windows as (t0, t1)")
+        return b
+    raise MeterConfigError("windows must be N+1 edges or an (N, 2) array of (t0, t1) in s")
+
+
+def _touches(win: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """True for windows [u, v] that overlap any of the sorted, disjoint spans (g0, g1)."""
+    if spans.shape[0] == 0:
+        return np.zeros(win.shape[0], dtype=bool)
+    j = np.searchsorted(spans[:, 0], win[:, 1], "left")  # spans starting before v
+    has = j > 0
+    g1 = spans[np.clip(j - 1, 0, None), 1]
+    return has & (g1 > win[:, 0])
+
+
+def window_energies(
+    bounds_s: np.ndarray,
+    t_s: np.ndarray,
+    energy_j: np.ndarray | None = None,
+    power_w: np.ndarray | None = None,
+    *,
+    power_window_s: float | None = None,
+    energy_resolution_j: float | None = None,
+    gap_factor: float = GAP_FACTOR,
+    max_quantisation: float = 0.01,
+    min_coverage: float = 1.0,
+) -> np.ndarray:
+    """Energy (J) one meter measured in each window.
+
+    ``bounds_s``: N+1 edges or an (N, 2) array of ``(t0, t1)`` (s).  With a cumulative
+    ``energy_j`` counter the energy is ``E(t1) - E(t0)``, E linearly interpolated at the
+    edges; it is used unless its ``energy_resolution_j`` exceeds ``max_quantisation`` of
+    the median window energy and ``power_w`` is there.  Otherwise ``power_w`` is
+    integrated: each sample holds between the midpoints to its neighbours, centred on
+    ``t - power_window_s/2`` when the meter reports the average over ``power_window_s``
+    ending at its stamp.  NaN for windows outside the trace, touching a gap (interval
+    over ``gap_factor`` median intervals) or a counter reset.  With ``min_coverage`` < 1
+    a power-integrated window with some missing (NaN) samples is kept when that share
+    of it is covered, its energy scaled up from the covered part.
+    """
+    win = _as_windows(bounds_s)
+    out = np.full(win.shape[0], np.nan)
+    if win.shape[0] == 0:
+        return out
+    if energy_j is None and power_w is None:
+        raise MeterConfigError("window_energies needs energy_j or power_w for the meter")
+    e_out = None
+    if energy_j is not None:
+        t, e = _pair(t_s, energy_j, "t_s", "energy_j")
+        ok = np.isfinite(e)
+        t, e = t[ok], e[ok]
+        if t.size >= 2:
+            e_out = np.full(win.shape[0], np.nan)
+            gaps = find_gaps(t, gap_factor)
+            resets = np.flatnonzero(np.diff(e) < 0)
+            if resets.size:
+                gaps = _merge(np.concatenate([gaps, np.column_stack([t[resets], t[resets + 1]])]))
+            inside = (win[:, 0] >= t[0]) & (win[:, 1] <= t[-1]) & ~_touches(win, gaps)
+            e_out[inside] = np.interp(win[inside, 1], t, e) - np.interp(win[inside, 0], t, e)
+            if power_w is None or energy_resolution_j is None:
+                return e_out
+            typical = np.nanmedian(e_out) if np.any(np.isfinite(e_out)) else 0.0
+            if energy_resolution_j <= max_quantisation * abs(typical):
+                return e_out
+    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    if power_window_s:
+        t = t - 0.5 * float(power_window_s)
+    f, c = _bin_integrals(t, p, win[:, 0], win[:, 1], gap_factor)
+    width = win[:, 1] - win[:, 0]
+    if not 0.0 < min_coverage <= 1.0:
+        raise MeterConfigError("min_coverage must be in (0, 1]")
+    full = c >= width * (1.0 - 1e-9) - 1e-12
+    out[full] = f[full]
+    part = ~full & (c >= min_coverage * width) & (c > 0)
+    out[part] = f[part] * width[part] / c[part]
+    if e_out is not None:
+        # a coarse counter still beats nothing where power is missing
+        fill = ~np.isfinite(out) & np.isfinite(e_out)
+        out[fill] = e_out[fill]
+    return out
+
+
+def phase_energies(
+    phases: Iterable[tuple[str, float, float]],
+    t_s: np.ndarray,
+    energy_j: np.ndarray | None = None,
+    power_w: np.ndarray | None = None,
+    **kwargs: object,
+) -> dict[str, float]:
+    """Energy (J) per phase name from ``(name, t0_s, t1_s)`` markers (keyword options as
+    for :func:`window_energies`).  A name given several times sums its spans; a span the
+    meter does not fully cover makes that name NaN."""
+    items = list(phases)
+    if not items:
+        return {}
+    win = np.asarray([(float(a), float(b)) for _, a, b in items])
+    e = window_energies(win, t_s, energy_j, power_w, **kwargs)  # type: ignore[arg-type]
+    out: dict[str, float] = {}
+    for (name, _, _), v in zip(items, e):
+        out[name] = out.get(name, 0.0) + float(v)
+    return out
+
+
+def mean_power_w(
+    spans: Iterable[tuple[float, float]],
+    t_s: np.ndarray,
+    energy_j: np.ndarray | None = None,
+    power_w: np.ndarray | None = None,
+    **kwargs: object,
+) -> float:
+    """Mean power (W) over the spans (s) the meter covers, e.g. its idle baseline:
+    total energy / total duration of the fully covered spans; NaN if none is."""
+    win = np.asarray([(float(a), float(b)) for a, b in spans], dtype=float).reshape(-1, 2)
+    if win.shape[0] == 0:
+        return math.nan
+    e = window_energies(win, t_s, energy_j, power_w, **kwargs)  # type: ignore[arg-type]
+    ok = np.isfinite(e)
+    dur = float((win[ok, 1] - win[ok, 0]).sum())
+    return float(e[ok].sum()) / dur if dur > 0 else math.nan
+
+
+def dynamic_energies(
+    phases: Iterable[tuple[str, float, float]],
+    energies_j: dict[str, float],
+    idle_power_w: float,
+) -> dict[str, float]:
+    """Idle-subtracted (dynamic) energy (J) per phase: ``E - idle_power_w x duration``,
+    durations summed over repeated names."""
+    if not math.isfinite(idle_power_w):
+        raise MeterConfigError(
+            "idle power is not a finite number of W; record an idle baseline first"
+        )
+    dur: dict[str, float] = {}
+    for name, a, b in phases:
+        dur[name] = dur.get(name, 0.0) + (float(b) - float(a))
+    return {
+        name: energies_j[name] - idle_power_w * d for name, d in dur.items() if name in energies_j
+    }

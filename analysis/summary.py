@@ -192,7 +192,9 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
         raise ValueError(f"reference {ref_id} has fewer than 2 good samples")
     ref = series[ref_id]
     phases = data.phases()
-    baseline_spans = [(a + RAMP_TRIM_S, b) for n, a, b in phases if n in BASELINE_PHASES and b - a > RAMP_TRIM_S]
+    # idle power from the baselines, skipping the ramp at their start (at most a quarter of them)
+    baseline_spans = [(a + min(RAMP_TRIM_S, 0.25 * (b - a)), b) for n, a, b in phases
+                      if n in BASELINE_PHASES and b > a]
 
     meters: dict[str, Any] = {}
     for cid, tr in data.channels.items():

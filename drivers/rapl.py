@@ -94,12 +94,13 @@ class Zone:
     unwrap: CounterUnwrapper = field(default_factory=lambda: CounterUnwrapper(None))
 
 
-def list_zones(root: str | Path, read_file: ReadFile = read_sysfs) -> list[Zone]:
+def list_zones(root: str | Path, read_file: ReadFile | None = None) -> list[Zone]:
     """All RAPL zones under ``root`` with names and qualified names (no counter reads).
 
     Raises MeterConfigError if ``root`` has no RAPL zone.
     """
     root = Path(root)
+    read_file = read_file or read_sysfs
     if not root.is_dir():
         raise MeterConfigError(
             f"rapl: {root} does not exist: no Linux powercap here (needs Linux with the "
@@ -167,15 +168,18 @@ class RaplMeter(Meter):
     default_interval_s = 0.5  # energy is cumulative: the interval only sets power_w's window
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, zones: str = "", name: str | None = None,
-                 interval_s: float | None = None, read_file: ReadFile = read_sysfs,
+                 interval_s: float | None = None, read_file: ReadFile | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         super().__init__(name, interval_s)
         self.root = Path(root)
         self.selector = zones
-        self._read = read_file
+        self._read_file = read_file  # None: module-level read_sysfs (monkeypatchable)
         self._clock = clock_ns
         self.zones: list[Zone] = []
         self._last: dict[str, tuple[int, float]] = {}  # zone dir -> (t_ns, energy_j)
+
+    def _read(self, path: Path) -> str:
+        return (self._read_file or read_sysfs)(path)
 
     def _read_int(self, path: Path, what: str) -> int:
         try:
@@ -232,7 +236,9 @@ class RaplMeter(Meter):
                 info={"zone": z.dirname, "name": z.name, "path": str(z.path),
                       "max_energy_range_uj": z.max_range_uj, "wrap_j": z.max_range_uj / 1e6,
                       "power_ceiling_w": z.power_ceiling_w, "parent": z.parent,
-                      "note": "subzone energy is included in its package" if z.parent else None},
+                      "note": ("subzone energy is included in its package" if z.parent else
+                               "MMIO interface to the same package energy as intel-rapl: do not add"
+                               if z.dirname.startswith("intel-rapl-mmio") else None)},
             ))
         return self.channels
 

@@ -9,6 +9,12 @@ thread adds each zone's power (W, a number or a callable of seconds since start)
 ``tick_s`` and wraps the counter at ``max_energy_range_uj``, as the hardware does.
 Files are replaced atomically (write + rename), so a reader never sees half a number.
 ``truth_j(zone)`` is the energy the fake has added, the value a correct reader reports.
+For ``calibrate demo`` on a machine without RAPL::
+
+    fake = FakePowercap(folder, host_zones()).start()   # package power follows the real CPU load
+    meter_uri = fake.uri                                 # "rapl?root=<folder>"
+    ...
+    fake.stop()
 
 Tests run as root, where mode 0400 does not stop reads; :meth:`make_root_only` sets the
 mode *and* makes :meth:`read_file` (pass it to ``RaplMeter(read_file=...)``) raise
@@ -65,6 +71,45 @@ def typical_zones(packages: int = 1, dram: bool = True, psys: bool = False,
     if psys:
         zones.append(FakeZone(f"intel-rapl:{packages}", "psys", package_w * 1.6, max_range_uj))
     return zones
+
+
+class HostUtilisation:
+    """This machine's CPU utilisation (0..1) from /proc/stat, re-read at most every ``every_s``."""
+
+    def __init__(self, stat_path: str = "/proc/stat", every_s: float = 0.1) -> None:
+        from drivers.cpu_model import read_proc_stat
+
+        self._read = lambda: read_proc_stat(stat_path)
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._prev = self._read()
+        self._t = time.monotonic()
+        self._util = 0.0
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._t >= self.every_s:
+                cur = self._read()
+                d_total = cur[1] - self._prev[1]
+                if d_total > 0:
+                    self._util = min(max((cur[0] - self._prev[0]) / d_total, 0.0), 1.0)
+                self._prev, self._t = cur, now
+            return self._util
+
+
+def host_zones(stat_path: str = "/proc/stat") -> list[FakeZone]:
+    """One package whose power follows this machine's real CPU load (for ``calibrate demo``).
+
+    package = 6 + 45 x util W, core = 2 + 40 x util W, dram = 1.5 + 2 x util W: plausible
+    for a desktop CPU; the wall simulator's host signal follows the same load.
+    """
+    util = HostUtilisation(stat_path)
+    return [
+        FakeZone("intel-rapl:0", "package-0", lambda t: 6.0 + 45.0 * util(), power_limit_uw=65_000_000),
+        FakeZone("intel-rapl:0:0", "core", lambda t: 2.0 + 40.0 * util()),
+        FakeZone("intel-rapl:0:1", "dram", lambda t: 1.5 + 2.0 * util(), SMALL_MAX_RANGE_UJ),
+    ]
 
 
 class FakePowercap:

@@ -167,9 +167,6 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
     from calibrate.session import Session
 
     meters = _build_meters(uris)
-    for m in meters:
-        for note in m.notes:
-            _say(f"note: {note}")
     session = Session(meters, out=args.out, uris=uris, reference=args.reference,
                       workload={"name": name, "parameters": params, "argv": argv})
     stop = threading.Event()
@@ -177,7 +174,9 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
         session.start()
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
-    for m in meters:
+    for m in meters:  # after open: some notes (no energy counter, modelled components) come from the device
+        for note in dict.fromkeys(m.notes):
+            _say(f"note: {note}")
         for ch in m.channels:
             if ch.source != "measured" and not any("MODELLED" in n for n in m.notes):
                 _say(f"note: {ch.id} is MODELLED, not measured ({m.kind})")

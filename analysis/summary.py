@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from analysis.agreement import agreement
 from analysis.align import estimate_lag, power_series
@@ -176,6 +177,78 @@ def pick_reference(data: SessionData, requested: str | None = None) -> str:
     return walls[0] if walls else ids[0]
 
 
+def lag_against(ref: Series, s: Series, max_lag_s: float, warnings: list[str]) -> dict[str, Any]:
+    """The lag of ``s`` against the reference, as applied (0 s when weak or unusable, and said)."""
+    try:
+        # a lag longer than a quarter of the overlap rests on too few samples to trust
+        span = min(ref.t_s[-1], s.t_s[-1]) - max(ref.t_s[0], s.t_s[0])
+        lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max(min(max_lag_s, 0.25 * span), 1.0))
+    except ValueError as exc:
+        warnings.append(f"lag of {s.id} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
+        return {"lag_s": 0.0, "corr": None, "method": "none", "quality": "failed", "applied": False}
+    usable = (lr.quality == "good" and np.isfinite(lr.lag_s)
+              and not (lr.corr_after < lr.corr_before - 0.02))  # a shift that misaligns the levels
+    if not usable:
+        warnings.append(f"lag of {s.id} is {lr.quality} (peak correlation {lr.corr:.2f}, estimate "
+                        f"{lr.lag_s:.2f} s): not applied; a load with sharp edges (square) helps")
+    return {"lag_s": float(lr.lag_s) if usable else 0.0, "estimate_s": float(lr.lag_s),
+            "applied": bool(usable), "corr": float(lr.corr), "method": lr.method,
+            "quality": lr.quality, "ci_s": list(lr.ci_s), "corr_before": lr.corr_before,
+            "corr_after": lr.corr_after}
+
+
+def _cuts(phases: list[tuple[str, float, float]], window_s: float, chans: list[Series]
+          ) -> tuple[list[float], list[tuple[float, float]]]:
+    """Phase boundaries to trim after, and every channel's gaps to skip."""
+    # trim ramps after the boundaries of long phases (baselines, the workload, epochs); the
+    # edges of short phases (a square wave's half periods) are averaged over by the windows
+    boundaries = sorted({t for _, a, b in phases if b - a >= 2 * window_s for t in (a, b)})
+    return boundaries, [g for s in chans for g in s.gaps]
+
+
+def window_table(data: SessionData, reference: str | None, components: list[str],
+                 window_s: float | None = None, max_lag_s: float = 30.0) -> pd.DataFrame:
+    """Tidy per-window mean power (W) of the reference and each component, lag-aligned.
+
+    Columns: t0_s, t1_s, reference, one per component; attrs hold the lags and window.
+    """
+    warnings: list[str] = []
+    ref_id = pick_reference(data, reference)
+    ids = [ref_id, *components]
+    missing = [c for c in ids if c not in data.channels or len(data.channels[c].ok) < 2]
+    if missing:
+        raise ValueError(f"{data.path}: no usable channel {missing[0]!r}; channels: {', '.join(data.channels)}")
+    series = {c: series_of(data.channels[c]) for c in ids}
+    win = float(window_s) if window_s else choose_window_s([series[c].interval_s for c in ids],
+                                                           [series[c].window_s for c in ids])
+    lags = {c: lag_against(series[ref_id], series[c], max_lag_s, warnings) for c in components}
+    boundaries, exclude = _cuts(data.phases(), win, list(series.values()))
+    wins, ref_w, comp_w = paired_windows(series[ref_id], {c: series[c] for c in components}, lags, win,
+                                         boundaries, exclude)
+    df = pd.DataFrame({"t0_s": wins[:, 0], "t1_s": wins[:, 1], "reference": ref_w, **comp_w})
+    df.attrs.update({"reference": ref_id, "window_s": win, "lags": lags, "warnings": warnings})
+    return df
+
+
+def paired_windows(ref: Series, comps: dict[str, Series], lags: dict[str, Any], window_s: float,
+                   boundaries: list[float], exclude: list[tuple[float, float]]
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Common windows where every channel has data: (windows (N, 2) s, reference W, {component: W}).
+
+    Components are shifted onto the reference clock by their lag; W is window energy / length.
+    """
+    start = max([ref.t_s[0]] + [s.t_s[0] - lags[c]["lag_s"] for c, s in comps.items()])
+    end = min([ref.t_s[-1]] + [s.t_s[-1] - lags[c]["lag_s"] for c, s in comps.items()])
+    wins = common_windows(start, end, window_s, exclude=exclude, boundaries_s=boundaries, trim_s=RAMP_TRIM_S)
+    ref_e = _energies(ref, wins)
+    comp_e = {c: _energies(s, wins, lags[c]["lag_s"]) for c, s in comps.items()}
+    ok = np.isfinite(ref_e)
+    for e in comp_e.values():
+        ok &= np.isfinite(e)
+    widths = wins[:, 1] - wins[:, 0]
+    return wins[ok], ref_e[ok] / widths[ok], {c: e[ok] / widths[ok] for c, e in comp_e.items()}
+
+
 def summarize(data: SessionData, reference: str | None = None, candidates: list[str] | None = None,
               window_s: float | None = None, location: str | None = None, intensity: float | None = None,
               pue: float | None = None, max_lag_s: float = 30.0) -> dict[str, Any]:
@@ -220,50 +293,20 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     win = float(window_s) if window_s else choose_window_s(
         [series[c].interval_s for c in all_ids], [series[c].window_s for c in all_ids])
 
-    lags: dict[str, Any] = {}
-    for cid in {c for parts in cands.values() for c in parts}:
-        s = series[cid]
-        try:
-            # a lag longer than a quarter of the overlap rests on too few samples to trust
-            span = min(ref.t_s[-1], s.t_s[-1]) - max(ref.t_s[0], s.t_s[0])
-            lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max(min(max_lag_s, 0.25 * span), 1.0))
-        except ValueError as exc:
-            warnings.append(f"lag of {cid} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
-            lags[cid] = {"lag_s": 0.0, "corr": None, "method": "none", "quality": "failed"}
-            continue
-        usable = (lr.quality == "good" and np.isfinite(lr.lag_s)
-                  and not (lr.corr_after < lr.corr_before - 0.02))  # a shift that misaligns the levels
-        lags[cid] = {"lag_s": float(lr.lag_s) if usable else 0.0, "estimate_s": float(lr.lag_s),
-                     "applied": bool(usable), "corr": float(lr.corr), "method": lr.method,
-                     "quality": lr.quality, "ci_s": list(lr.ci_s), "corr_before": lr.corr_before,
-                     "corr_after": lr.corr_after}
-        if not usable:
-            warnings.append(f"lag of {cid} is {lr.quality} (peak correlation {lr.corr:.2f}, estimate "
-                            f"{lr.lag_s:.2f} s): not applied; a load with sharp edges (square) helps")
-
-    # trim ramps after the boundaries of long phases (baselines, the workload, epochs); the
-    # edges of short phases (a square wave's half periods) are averaged over by the windows
-    boundaries = sorted({t for _, a, b in phases if b - a >= 2 * win for t in (a, b)})
-    exclude = [g for cid in all_ids for g in series[cid].gaps]
+    lags = {cid: lag_against(ref, series[cid], max_lag_s, warnings)
+            for cid in sorted({c for parts in cands.values() for c in parts})}
+    boundaries, exclude = _cuts(phases, win, [series[c] for c in all_ids])
     agreement_list: list[dict[str, Any]] = []
     for expr, parts in cands.items():
-        start = max([ref.t_s[0]] + [series[c].t_s[0] - lags[c]["lag_s"] for c in parts])
-        end = min([ref.t_s[-1]] + [series[c].t_s[-1] - lags[c]["lag_s"] for c in parts])
         entry: dict[str, Any] = {"reference": ref_id, "candidate": expr, "components": parts,
                                  "lag_s": lags[parts[0]]["lag_s"] if len(parts) == 1 else None,
                                  "component_lags_s": {c: lags[c]["lag_s"] for c in parts},
                                  "window_s": win, "unit": "W (window energy / window length)"}
         try:
-            wins = common_windows(start, end, win, exclude=exclude, boundaries_s=boundaries, trim_s=RAMP_TRIM_S)
-            ref_e = _energies(ref, wins)
-            cand_e = np.zeros_like(ref_e)
-            for c in parts:
-                cand_e = cand_e + _energies(series[c], wins, lags[c]["lag_s"])
-            widths = wins[:, 1] - wins[:, 0]
-            ok = np.isfinite(ref_e) & np.isfinite(cand_e)
-            entry["windows_s"] = wins[ok].tolist()
-            ref_w, cand_w = ref_e[ok] / widths[ok], cand_e[ok] / widths[ok]
-            entry["n_windows"] = int(ok.sum())
+            wins, ref_w, comp_w = paired_windows(ref, {c: series[c] for c in parts}, lags, win, boundaries, exclude)
+            cand_w = np.sum(list(comp_w.values()), axis=0) if comp_w else np.array([])
+            entry["windows_s"] = wins.tolist()
+            entry["n_windows"] = int(len(ref_w))
             stats = agreement(ref_w, cand_w, method="ols")
             entry.update(stats)
             cal = ols(cand_w, ref_w)

@@ -1,9 +1,242 @@
-"""Further commands (fit, correct, characterize, compare, campaign) hooked into the parser."""
+"""Analysis commands beyond record/report: fit, correct, characterize, compare, campaign."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _usage(msg: str) -> Exception:
+    from calibrate.cli import UsageError
+
+    return UsageError(msg)
+
+
+def _load(path: str) -> Any:
+    from analysis.load import SessionError, load_session
+
+    try:
+        return load_session(path)
+    except SessionError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _components(expr: str) -> list[str]:
+    parts = [p.strip() for p in expr.split("+") if p.strip()]
+    if not parts:
+        raise _usage(f"empty candidate expression {expr!r}")
+    return parts
+
+
+def _session_table(path: str, reference: str | None, comps: list[str], window: float | None) -> Any:
+    from analysis.summary import window_table
+
+    data = _load(path)
+    try:
+        df = window_table(data, reference, comps, window_s=window)
+    except ValueError as exc:
+        raise _usage(str(exc).splitlines()[0]) from None
+    df["session"] = Path(path).name
+    df["workload"] = (data.manifest.get("workload") or {}).get("name") or Path(path).name
+    return df
+
+
+# --------------------------------------------------------------------------- fit / correct
+def cmd_fit(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from analysis.calibration import fit_calibration
+
+    comps = _components(args.candidate)
+    tables = [_session_table(p, args.reference, comps, args.window) for p in args.sessions]
+    refs = {t.attrs["reference"] for t in tables}
+    if len(refs) > 1:
+        raise _usage(f"sessions use different references ({', '.join(sorted(refs))}); pass --reference")
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["reference"] = refs.pop()
+    try:
+        model = fit_calibration(table, comps, window_s=float(tables[0].attrs["window_s"]))
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    model.save(args.output)
+    cv = model.cross_validation
+    print(model.to_json()["equation"])
+    print(f"  fitted on {model.n_windows} windows of {model.window_s:.1f} s from {len(args.sessions)} session(s); "
+          f"residual SD {model.residual_sd_w:.2f} W")
+    if cv.get("folds"):
+        print(f"  {cv['method']}: RMSE {cv['rmse_w']:.2f} W, MAPE {cv['mape_pct']:.2f} %")
+        for f in cv["folds"]:
+            print(f"    held out {f['held_out']}: RMSE {f['rmse_w']:.2f} W, bias {f['bias_w']:+.2f} W")
+    else:
+        print(f"  cross-validation: {cv.get('method')}")
+    print(f"model: {args.output}")
+    return 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from analysis.calibration import CalibrationModel, correct_energy
+    from analysis.summary import window_table
+
+    try:
+        model = CalibrationModel.load(args.model)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    data = _load(args.session)
+    has_ref = model.reference in data.channels
+    try:
+        if has_ref:
+            table = window_table(data, model.reference, model.components, window_s=args.window or model.window_s)
+        else:  # no wall meter in this session: windows on the first component's clock
+            table = window_table(data, model.components[0], model.components[1:], window_s=args.window or model.window_s)
+            table[model.components[0]] = table.pop("reference")
+    except ValueError as exc:
+        raise _usage(str(exc).splitlines()[0]) from None
+    if len(table) == 0:
+        raise _usage("no complete windows in this session to correct")
+    result = correct_energy(model, table)
+    result["model"] = str(args.model)
+    result["session"] = str(args.session)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    lo, hi = result["pi_j"]
+    print(f"calibrated {model.reference} energy over {result['covered_s']:.0f} s ({result['n_windows']} windows): "
+          f"{result['energy_j']:.1f} J, 95% PI [{lo:.1f}, {hi:.1f}] J")
+    for c, e in result["uncorrected_j"].items():
+        print(f"  {c} (uncorrected): {e:.1f} J")
+    if "reference_j" in result:
+        print(f"  {model.reference} measured: {result['reference_j']:.1f} J "
+              f"(error {result['error_pct']:+.2f} %, {'inside' if result['reference_in_pi'] else 'OUTSIDE'} the PI)")
+    return 0
+
+
+# --------------------------------------------------------------------------- characterize
+def cmd_characterize(args: argparse.Namespace) -> int:
+    from analysis.characterize import characterize
+    from analysis.summary import series_of
+
+    data = _load(args.session)
+    edges = sorted({t for name, a, b in data.phases() if name not in ("workload", "baseline-before", "baseline-after")
+                    for t in (a, b)})
+    if len(edges) < 2:
+        raise _usage("characterize needs a step or square-wave session (phase markers at the load edges): "
+                     "record one with --workload square or --workload step")
+    rows = []
+    for cid, tr in data.channels.items():
+        if len(tr.ok) < 4:
+            continue
+        s = series_of(tr)
+        t = s.t_s if s.power_w is not None else s.t_p
+        p = s.power_w if s.power_w is not None else s.p
+        try:
+            c = characterize(t, p, edges_s=np.asarray(edges))
+        except ValueError as exc:
+            rows.append({"channel": cid, "error": str(exc).splitlines()[0]})
+            continue
+        rows.append({"channel": cid, "update_period_s": c.update_period_s, "window_s": c.window_s,
+                     "delay_s": c.delay_s, "rise_time_s": c.rise_time_s, "n_edges": c.n_edges,
+                     "response_lag_s": c.response_lag_s, "seen_fraction": c.seen_fraction})
+    out = Path(args.session) / "characterization.json"
+    out.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+        return 0
+    print(f"{'channel':<28}{'update (s)':>12}{'window (s)':>12}{'delay (s)':>12}{'rise (s)':>12}{'seen':>8}{'edges':>7}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['channel']:<28}  {r['error']}")
+            continue
+        print(f"{r['channel']:<28}" + "".join(f"{_num(r[k]):>12}" for k in ("update_period_s", "window_s", "delay_s", "rise_time_s"))
+              + f"{_num(r['seen_fraction']):>8}{r['n_edges']:>7}")
+    print(f"written: {out}")
+    return 0
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------- compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from analysis.report import write_report
+
+    rows = []
+    for p in args.sessions:
+        summary_path = Path(p) / "summary.json"
+        if summary_path.exists() and not args.refresh:
+            summary = json.loads(summary_path.read_text())
+        else:
+            _load(p)
+            summary = write_report(p, reference=args.reference, location=args.location)
+        ref = summary["reference"]
+        wl = summary.get("workload") or {}
+        row = {"session": Path(p).name, "status": summary.get("status"), "workload": wl.get("name"),
+               "duration_s": wl.get("duration_s"), "accuracy": wl.get("accuracy"),
+               "energy_j": wl.get("energy_j"), "accuracy_per_kwh": wl.get("accuracy_per_kwh"),
+               "co2_g": (summary.get("emissions") or {}).get("co2_g"), "reference": ref}
+        for a in summary.get("agreement", []):
+            ba = a.get("bland_altman") or {}
+            cal = a.get("calibration") or {}
+            row[f"{a['candidate']}:bias_w"] = ba.get("bias")
+            row[f"{a['candidate']}:gain"] = cal.get("slope")
+            row[f"{a['candidate']}:offset_w"] = cal.get("intercept")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if args.output:
+        out = Path(args.output)
+        df.to_csv(out, index=False) if out.suffix == ".csv" else out.write_text(df.to_json(orient="records", indent=2))
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        print(df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tabulate") is not None
 
 
 def add_more_commands(sub: argparse._SubParsersAction) -> None:
     """Register the analysis and campaign commands on ``sub``."""
+    f = sub.add_parser("fit", help="fit wall = a + b x software over sessions (cross-validated)")
+    f.add_argument("sessions", nargs="+", metavar="SESSION")
+    f.add_argument("--reference", metavar="CHANNEL")
+    f.add_argument("--candidate", required=True, metavar="EXPR", help="channel or sum, e.g. rapl.package-0+nvml.0")
+    f.add_argument("--window", type=float, metavar="S")
+    f.add_argument("-o", "--output", default="model.json", metavar="MODEL.json")
+    f.set_defaults(func=cmd_fit)
+
+    c = sub.add_parser("correct", help="apply a calibration model to a session, with prediction intervals")
+    c.add_argument("session", metavar="SESSION")
+    c.add_argument("--model", required=True, metavar="MODEL.json")
+    c.add_argument("--window", type=float, metavar="S")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_correct)
+
+    ch = sub.add_parser("characterize", help="each meter's update period, averaging window, delay, rise time")
+    ch.add_argument("session", metavar="SESSION")
+    ch.add_argument("--json", action="store_true")
+    ch.set_defaults(func=cmd_characterize)
+
+    cm = sub.add_parser("compare", help="compare several sessions (a campaign)")
+    cm.add_argument("sessions", nargs="+", metavar="SESSION")
+    cm.add_argument("--reference", metavar="CHANNEL")
+    cm.add_argument("--location", metavar="CODE")
+    cm.add_argument("--refresh", action="store_true", help="re-analyse even where summary.json exists")
+    cm.add_argument("-o", "--output", metavar="FILE.csv|json")
+    cm.add_argument("--json", action="store_true")
+    cm.set_defaults(func=cmd_compare)
+
+    try:
+        from calibrate.campaign import add_campaign_command
+    except ImportError:
+        return
+    add_campaign_command(sub)

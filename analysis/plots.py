@@ -116,3 +116,34 @@ def phase_energy_plot(phases: list[dict[str, Any]], channels: list[str]) -> byte
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return _png(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of (energy, accuracy) points no other point beats on both (less energy, more accuracy)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_plot(points: list[tuple[float, float, str]]) -> bytes:
+    """Accuracy against energy (J) per run, coloured by workload, Pareto front drawn."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    labels = sorted({p[2] for p in points})
+    for i, lab in enumerate(labels):
+        xs = [p[0] for p in points if p[2] == lab]
+        ys = [p[1] for p in points if p[2] == lab]
+        ax.scatter(xs, ys, label=lab, color=f"C{i % 10}")
+    front = pareto_front([(p[0], p[1]) for p in points])
+    fx = [points[i][0] for i in front]
+    fy = [points[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="0.4", ls="--", label="Pareto front")
+    ax.set_xlabel("energy (J)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)

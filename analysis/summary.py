@@ -239,7 +239,10 @@ def paired_windows(ref: Series, comps: dict[str, Series], lags: dict[str, Any], 
     """
     start = max([ref.t_s[0]] + [s.t_s[0] - lags[c]["lag_s"] for c, s in comps.items()])
     end = min([ref.t_s[-1]] + [s.t_s[-1] - lags[c]["lag_s"] for c, s in comps.items()])
-    wins = common_windows(start, end, window_s, exclude=exclude, boundaries_s=boundaries, trim_s=RAMP_TRIM_S)
+    # the ramp after a boundary lasts about the meters' averaging windows, which are well
+    # under the comparison window: trim half a window, at most RAMP_TRIM_S
+    trim = min(RAMP_TRIM_S, 0.5 * window_s)
+    wins = common_windows(start, end, window_s, exclude=exclude, boundaries_s=boundaries, trim_s=trim)
     ref_e = _energies(ref, wins)
     comp_e = {c: _energies(s, wins, lags[c]["lag_s"]) for c, s in comps.items()}
     ok = np.isfinite(ref_e)

@@ -142,3 +142,53 @@ def workload_argv(name: str, params: dict[str, Any]) -> list[str]:
 
     return command_for(name, params)
 
+
+
+def reference_power(session: Session, reference: str | None) -> float | None:
+    """The reference channel's latest power (W): the named channel, else the first wall meter."""
+    assert session.recorder is not None
+    for st in session.recorder.states.values():
+        for ch in st.meter.channels:
+            if (ch.id == reference or st.meter.name == reference) if reference else ch.scope == "wall":
+                v = st.last.get(ch.id, {}).get("power_w")
+                return float(v) if v is not None else None
+    return None
+
+
+def sampled_idle(session: Session, name: str, seconds: float, stop: threading.Event,
+                 reference: str | None) -> float | None:
+    """An idle phase that also returns the reference's mean power over it (W)."""
+    if seconds <= 0:
+        return None
+    session.begin(name)
+    values: list[float] = []
+    end = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < end:
+        stop.wait(min(0.5, max(0.0, end - time.monotonic())))
+        p = reference_power(session, reference)
+        if p is not None:
+            values.append(p)
+    session.end(name)
+    half = values[len(values) // 2:]  # the settled second half
+    return sum(half) / len(half) if half else None
+
+
+def cooldown(session: Session, idle_w: float | None, tolerance: float, max_s: float,
+             stop: threading.Event, reference: str | None) -> dict[str, Any]:
+    """Wait (at most ``max_s``) until the reference power is back within ``tolerance`` of idle."""
+    if max_s <= 0 or idle_w is None:
+        return {"skipped": True}
+    session.begin("cooldown", idle_w=idle_w, tolerance=tolerance)
+    t0 = time.monotonic()
+    settled = 0
+    reached = False
+    while not stop.is_set() and time.monotonic() - t0 < max_s:
+        stop.wait(0.5)
+        p = reference_power(session, reference)
+        settled = settled + 1 if p is not None and abs(p - idle_w) <= tolerance * idle_w else 0
+        if settled >= 3:
+            reached = True
+            break
+    waited = time.monotonic() - t0
+    session.end("cooldown", reached=reached, waited_s=waited)
+    return {"reached": reached, "waited_s": waited, "idle_w": idle_w}

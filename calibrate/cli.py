@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from calibrate import __version__
-
-
-class UsageError(Exception):
-    """Bad input or configuration: printed as one line, exit 2."""
+from calibrate.errors import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[str],
            args: argparse.Namespace) -> int:
     """Record a session while ``argv`` runs; print progress, the summary table and the path."""
-    from calibrate.bench import idle_phase, run_workload
+    from calibrate.bench import cooldown, idle_phase, run_workload, sampled_idle
     from calibrate.session import Session
 
     meters = _build_meters(uris)
@@ -206,10 +203,12 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
     status = "complete"
     run = None
     try:
-        idle_phase(session, "baseline-before", args.baseline, stop)
+        idle_w = sampled_idle(session, "baseline-before", args.baseline, stop, args.reference)
         if not stop.is_set():
             run = run_workload(session, argv, params.get("duration_s"), session.path / "workload.log",
                                stop, progress, phase_name="workload")
+        cooldown(session, idle_w, getattr(args, "cooldown_tolerance", 0.05), getattr(args, "cooldown_max", 0.0),
+                 stop, args.reference)
         idle_phase(session, "baseline-after", args.baseline if not stop.is_set() else 0, stop)
         if stop.is_set():
             status = "interrupted"
@@ -399,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="other workload option (repeatable)")
     r.add_argument("--baseline", type=float, default=3.0, metavar="S", help="idle baseline before and after (s, default 3)")
+    r.add_argument("--cooldown-max", type=float, default=0.0, metavar="S",
+                   help="after the workload, wait up to S s for the reference power to return near idle")
+    r.add_argument("--cooldown-tolerance", type=float, default=0.05, metavar="FRACTION",
+                   help="how near idle counts as cooled down (default 0.05)")
     r.add_argument("--out", metavar="DIR", help="session folder (default: a new one under sessions/)")
     r.add_argument("--no-report", action="store_true", help="record only")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def _usage(msg: str) -> Exception:
-    from calibrate.cli import UsageError
+    from calibrate.errors import UsageError
 
     return UsageError(msg)
 

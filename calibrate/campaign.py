@@ -1,0 +1,190 @@
+"""Calibration campaigns: a matrix of workloads x repetitions, one session per run.
+
+``calibrate campaign plan.toml [--resume]``.  The plan (TOML)::
+
+    [campaign]
+    name = "bench-check"
+    meters = ["sim:wattsup", "cpu-model"]     # --meter URIs
+    reference = "wattsup"                      # optional
+    repetitions = 3
+    seed = 1                                   # randomised run order (seeded)
+    baseline_s = 10                            # idle before and after each run
+    cooldown_max_s = 60                        # after a run: wait until the reference power is
+    cooldown_tolerance = 0.05                  #   within 5 % of the pre-run idle (bounded)
+    window_s = 5                               # comparison window (optional)
+    location = "FR"                            # grid for CO2 (optional)
+    out = "campaigns/bench-check"              # relative to the plan file
+
+    [campaign.warmup]                          # optional: run once before the first run
+    workload = "cpu-stress"
+    params = { duration_s = 20 }
+
+    [[run]]
+    workload = "resnet18"
+    params = { epochs = 1, image_size = 32 }
+
+Runs are shuffled once with the seed and the order is written to ``campaign.json`` before
+the first run, so ``--resume`` continues the same order: finished runs are skipped, a
+run that was interrupted is recorded again (its partial session is kept aside).  At the
+end ``campaign_report.json`` / ``campaign_report.html`` aggregate the sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from calibrate.storage import write_json_atomic
+
+STATE_FILE = "campaign.json"
+
+
+def _usage(msg: str) -> Exception:
+    from calibrate.errors import UsageError
+
+    return UsageError(msg)
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        plan = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise _usage(f"plan {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _usage(f"{path}: invalid TOML ({exc})") from None
+    camp = plan.get("campaign")
+    runs = plan.get("run")
+    if not isinstance(camp, dict) or not isinstance(runs, list) or not runs:
+        raise _usage(f"{path}: needs a [campaign] table and at least one [[run]]")
+    known = {"name", "meters", "reference", "repetitions", "seed", "baseline_s", "cooldown_max_s",
+             "cooldown_tolerance", "window_s", "location", "out", "warmup", "intensity", "pue"}
+    unknown = set(camp) - known
+    if unknown:
+        raise _usage(f"{path}: unknown [campaign] key(s) {', '.join(sorted(unknown))}")
+    if not camp.get("meters"):
+        raise _usage(f"{path}: [campaign] meters = [...] is required")
+    for i, r in enumerate(runs):
+        if "workload" not in r:
+            raise _usage(f"{path}: run {i + 1} has no workload")
+        extra = set(r) - {"workload", "params", "label", "command"}
+        if extra:
+            raise _usage(f"{path}: run {i + 1}: unknown key(s) {', '.join(sorted(extra))}")
+    return plan
+
+
+def _label(run: dict[str, Any]) -> str:
+    return str(run.get("label") or run["workload"])
+
+
+def make_order(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    camp = plan["campaign"]
+    reps = int(camp.get("repetitions", 1))
+    items = [{"run": i, "rep": r + 1, "label": _label(run)} for i, run in enumerate(plan["run"]) for r in range(reps)]
+    random.Random(camp.get("seed", 0)).shuffle(items)
+    for n, it in enumerate(items, 1):
+        it["id"] = f"{n:03d}-{it['label']}-rep{it['rep']}"
+        it["status"] = "pending"
+    return items
+
+
+def _namespace(camp: dict[str, Any], out: Path, quiet: bool) -> argparse.Namespace:
+    return argparse.Namespace(out=str(out), reference=camp.get("reference"), baseline=float(camp.get("baseline_s", 10)),
+                              quiet=quiet, no_report=False, candidate=None, window=camp.get("window_s"),
+                              location=camp.get("location"), intensity=camp.get("intensity"), pue=camp.get("pue"),
+                              cooldown_max=float(camp.get("cooldown_max_s", 0)),
+                              cooldown_tolerance=float(camp.get("cooldown_tolerance", 0.05)))
+
+
+def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> int:
+    from calibrate.cli import record
+    from workloads.registry import command_for, validate_params
+
+    plan = load_plan(plan_path)
+    camp = plan["campaign"]
+    out = (plan_path.parent / camp.get("out", f"campaigns/{camp.get('name', plan_path.stem)}")).resolve()
+    state_path = out / STATE_FILE
+    # validate every workload before anything runs
+    params_of = {}
+    for i, r in enumerate(plan["run"]):
+        try:
+            params_of[i] = validate_params(r["workload"], dict(r.get("params", {})))
+        except ValueError as exc:
+            raise _usage(f"{plan_path}: run {i + 1}: {str(exc).splitlines()[0]}") from None
+    if state_path.exists():
+        if not resume:
+            raise _usage(f"{out} already holds a campaign: add --resume to continue it, or change out=")
+        state = json.loads(state_path.read_text())
+        if state.get("plan") != plan:
+            raise _usage(f"{plan_path} changed since the campaign started; resume needs the same plan")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"format": "calibrate-campaign/1", "plan": plan, "plan_file": str(plan_path),
+                 "order": make_order(plan), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json_atomic(state_path, state)
+
+    warm = camp.get("warmup")
+    todo = [it for it in state["order"] if it["status"] != "complete"]
+    if warm and todo:
+        argv = command_for(warm["workload"], validate_params(warm["workload"], dict(warm.get("params", {}))))
+        print(f"campaign: warm-up ({warm['workload']})", flush=True)
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    failures = 0
+    for it in state["order"]:
+        if it["status"] == "complete":
+            continue
+        session_dir = out / it["id"]
+        if session_dir.exists():  # an interrupted attempt: keep it aside, record again
+            n = 1
+            while (aside := out / f"{it['id']}.incomplete-{n}").exists():
+                n += 1
+            shutil.move(str(session_dir), str(aside))
+        run = plan["run"][it["run"]]
+        params = params_of[it["run"]]
+        argv = command_for(run["workload"], params)
+        print(f"campaign: {it['id']} ({sum(x['status'] == 'complete' for x in state['order']) + 1}/{len(state['order'])})",
+              flush=True)
+        it["status"] = "running"
+        write_json_atomic(state_path, state)
+        rc = record(list(camp["meters"]), run["workload"], params, argv, _namespace(camp, session_dir, quiet))
+        if rc == 130:
+            it["status"] = "interrupted"
+            write_json_atomic(state_path, state)
+            print(f"campaign interrupted; continue with: calibrate campaign {plan_path} --resume", file=sys.stderr)
+            return 130
+        it["status"] = "complete" if rc == 0 else "failed"
+        failures += rc != 0
+        write_json_atomic(state_path, state)
+
+    from analysis.campaign_report import write_campaign_report
+
+    sessions = [out / it["id"] for it in state["order"] if it["status"] == "complete"]
+    report = write_campaign_report(out, sessions, reference=camp.get("reference"))
+    print(f"\ncampaign: {len(sessions)} run(s) complete, {failures} failed")
+    for row in report.get("per_workload", []):
+        e = row.get("energy_j") or {}
+        print(f"  {row['workload']}: energy {e.get('mean', float('nan')):.1f} J "
+              f"[95% CI {e.get('ci', [float('nan')] * 2)[0]:.1f}, {e.get('ci', [float('nan')] * 2)[1]:.1f}] over {row['runs']} run(s)")
+    print(f"report: {out / 'campaign_report.html'}")
+    return 0 if failures == 0 else 1
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    return run_campaign(Path(args.plan), resume=args.resume, quiet=args.quiet)
+
+
+def add_campaign_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("campaign", help="run a calibration campaign from a plan (TOML); resumable")
+    p.add_argument("plan", metavar="PLAN.toml")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted campaign")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_campaign)

@@ -19,11 +19,12 @@ import pandas as pd
 
 from analysis.agreement import agreement
 from analysis.align import estimate_lag, power_series
-from analysis.emissions import accuracy_per_kwh, emissions
+from analysis.emissions import accuracy_per_kwh, compare_locations, emissions
 from analysis.load import ChannelTrace, SessionData
 from analysis.regression import ols
 from analysis.windows import choose_window_s, common_windows, window_energies
 
+COMPARE_LOCATIONS = ("SE", "FR", "GB", "US", "DE", "CN", "IN", "WORLD")
 BASELINE_PHASES = ("baseline-before", "baseline-after", "idle")
 RAMP_TRIM_S = 2.0
 #: the contract's keys, all null, for a pair with too few windows to compare
@@ -344,6 +345,9 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
         phase_rows.append(row)
     emis = emissions(ref_workload_j if np.isfinite(ref_workload_j) else 0.0, location, intensity, pue)
     emis["energy_from"] = ref_id
+    # the same run's CO2 elsewhere: the grids of the seed study's spread, and the world average
+    emis["by_location"] = [{k: e[k] for k in ("location", "location_name", "intensity_g_per_kwh", "year", "co2_g")}
+                           for e in compare_locations(emis["energy_j"], list(COMPARE_LOCATIONS), emis["pue"])]
     rec = data.manifest.get("recorder") or {}
     return {
         "session": str(data.path), "status": data.status, "duration_s": data.duration_s,

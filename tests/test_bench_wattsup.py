@@ -104,3 +104,23 @@ def test_unplugged_meter_disconnects_and_reopens_after_it_returns() -> None:
     finally:
         m.release()
         sim.stop()
+
+
+def test_session_survives_an_unplugged_meter_and_records_the_gap(tmp_path) -> None:
+    from analysis.load import load_session
+    from calibrate.session import Session
+
+    meter = make_meter("sim:wattsup?signal=constant:100&faults=drop:2.5+2")
+    back_ns = int((meter.sim.t0 + 4.5) * 1e9)  # the simulated cable is back 4.5 s after start
+    with Session([meter], out=tmp_path / "s"):
+        time.sleep(8.5)
+    tr = load_session(tmp_path / "s").channels["wattsup"]
+    flags = tr.data["flag"].tolist()
+    assert flags.count("disconnected") == 1 and flags.count("reconnected") == 1
+    reconnected_ns = int(tr.data.loc[tr.data["flag"] == "reconnected", "t_ns"].iloc[0])
+    assert 0 <= reconnected_ns - back_ns < 2_000_000_000  # back within 2 s of the return
+    ok = tr.ok
+    before = ok[ok["t_ns"] < back_ns]
+    after = ok[ok["t_ns"] > reconnected_ns]
+    assert len(before) >= 1 and len(after) >= 2  # nothing before lost, and the session went on
+    assert (ok["power_w"] - 100.0).abs().max() < 0.15

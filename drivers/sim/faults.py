@@ -62,7 +62,8 @@ class FaultPlan:
                     setattr(plan, key, p)
                 elif key == "drop":
                     for part in val.split(";"):
-                        s, _, d = part.partition("+")
+                        # in a URI query "+" arrives as a space: accept both
+                        s, _, d = part.strip().replace(" ", "+").partition("+")
                         plan.drops.append((float(s), float(d or 2)))
                 else:
                     raise MeterConfigError(

@@ -1,0 +1,397 @@
+"""Which workloads exist, their parameters, and how to start one in its own process.
+
+Three categories:
+
+* ``cnn`` -- training a torchvision classification model (any name
+  ``torchvision.models.list_models`` knows, plus the tiny ``tinyvgg``), see :mod:`workloads.cnn`;
+* ``calibration`` -- loads with sharp, known edges (idle, steps, square wave, CPU/GPU/memory
+  stress), see :mod:`workloads.calibration`;
+* ``command`` -- any user command, see :mod:`workloads.command`.
+
+Nothing here imports torch at module level; :func:`get` imports torchvision only to check a
+model name that is not one of the presets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "UnknownWorkload",
+    "WorkloadSpec",
+    "get",
+    "names",
+    "validate_params",
+    "command_for",
+    "CNN_PRESETS",
+    "CALIBRATION",
+    "TORCH_HINT",
+]
+
+TORCH_HINT = "pip install -e '.[torch]'"
+
+
+class UnknownWorkload(ValueError):
+    """The workload name is not known (one-line message listing the known names)."""
+
+
+@dataclass
+class WorkloadSpec:
+    """A workload: its name, what it does, its parameters with defaults, its category.
+
+    ``params`` maps each parameter to its default (``None`` = not limited / not set);
+    ``help`` maps each parameter to a one-line description with its unit.
+    """
+
+    name: str
+    description: str
+    params: dict[str, Any]
+    category: str  # "cnn" | "calibration" | "command"
+    help: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class _Param:
+    default: Any
+    type: type  # bool, int, float or str
+    help: str
+    check: Callable[[Any], str | None] | None = None  # returns an error text or None
+    parse: Callable[[Any], Any] | None = None  # custom coercion (overrides ``type``)
+    nullable: bool = False  # None allowed although the default is not None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v is None or v > 0 else "must be > 0"
+
+
+def _at_least(n: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= n else f"must be >= {n:g}"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if v is None or 0.0 <= v <= 1.0 else "must be between 0 and 1"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _check_device(v: str) -> str | None:
+    if v in ("cpu", "cuda", "mps", "auto") or re.fullmatch(r"cuda:\d+", v):
+        return None
+    return "must be cpu, cuda, cuda:N, mps or auto"
+
+
+def _check_dataset(v: str) -> str | None:
+    if v == "synthetic":
+        return None
+    kind, sep, path = v.partition(":")
+    if not sep or kind not in ("imagefolder", "cifar10", "mnist") or not path:
+        return "must be synthetic, imagefolder:DIR, cifar10:DIR or mnist:DIR"
+    if not os.path.isdir(os.path.expanduser(path)):
+        return f"directory {path!r} does not exist (datasets are never downloaded)"
+    return None
+
+
+def _check_weights(v: str | None) -> str | None:
+    if v is None or os.path.isfile(os.path.expanduser(v)):
+        return None
+    return f"file {v!r} does not exist (a local state_dict file; weights are never downloaded)"
+
+
+def parse_levels(v: Any) -> str:
+    """``"0,0.5,1"`` (or a list) -> the same levels as a canonical comma string."""
+    items = v if isinstance(v, list | tuple) else str(v).split(",")
+    levels = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            x = float(text)
+        except ValueError:
+            raise ValueError(f"level {text!r} is not a number") from None
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"level {x:g} is not a utilisation fraction between 0 and 1")
+        levels.append(x)
+    if not levels:
+        raise ValueError("needs at least one level")
+    return ",".join(f"{x:g}" for x in levels)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_bytes(v: Any) -> int:
+    """``268435456``, ``"256M"``, ``"1GiB"``, ``"512k"`` -> bytes (binary multiples)."""
+    if isinstance(v, bool):
+        raise ValueError("is not a size")
+    if isinstance(v, int | float):
+        n = v
+    else:
+        m = _SIZE.match(str(v))
+        if not m:
+            raise ValueError(f"{v!r} is not a size (e.g. 268435456, 256M, 1G)")
+        n = float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_")
+    if n < 1 or n != int(n):
+        raise ValueError(f"{v!r} is not a positive whole number of bytes")
+    return int(n)
+
+
+_COMMON: dict[str, _Param] = {
+    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)", _positive),
+    "seed": _Param(0, int, "random seed (data, model initialisation, order)"),
+}
+
+_CNN: dict[str, _Param] = {
+    "epochs": _Param(None, int, "epochs to train (None = 3, or unlimited when steps or duration_s is set)", _at_least(1)),
+    "steps": _Param(None, int, "stop after this many training steps, warm-up excluded (None = not limited)", _at_least(1)),
+    "batch_size": _Param(16, int, "images per step", _at_least(1)),
+    "image_size": _Param(32, int, "input height and width, px", _at_least(8)),
+    "num_classes": _Param(10, int, "classes (the synthetic set's; file datasets bring their own)", _at_least(2)),
+    "train_size": _Param(512, int, "generated training images (synthetic dataset)", _at_least(2)),
+    "val_size": _Param(128, int, "generated validation images (synthetic dataset)", _at_least(1)),
+    "limit": _Param(0, int, "file datasets: use at most this many images of each split (0 = all)", _at_least(0)),
+    "device": _Param("cpu", str, "cpu, cuda, cuda:N, mps or auto", _check_device),
+    "optimizer": _Param("sgd", str, "sgd (momentum 0.9), adam or adamw", _one_of("sgd", "adam", "adamw")),
+    "lr": _Param(None, float, "learning rate (None = 0.01 for sgd, 0.001 for adam/adamw)", _positive),
+    "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _at_least(0)),
+    "amp": _Param(False, bool, "mixed precision (float16 on cuda/mps, bfloat16 on cpu)"),
+    "channels_last": _Param(False, bool, "channels-last memory format"),
+    "freeze_base": _Param(False, bool, "transfer mode: freeze the convolutional base, train only the classifier head"),
+    "weights": _Param(None, str, "local state_dict file to start from (never downloaded)", _check_weights),
+    "dataset": _Param("synthetic", str, "synthetic | imagefolder:DIR | cifar10:DIR | mnist:DIR (local files only)", _check_dataset),
+    "eval_every": _Param(1, int, "evaluate on the validation set every N epochs (and at the end)", _at_least(1)),
+    "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _at_least(0)),
+}
+
+#: Per-model defaults that differ from the CNN defaults, and the smallest usable input (px).
+CNN_PRESETS: dict[str, dict[str, Any]] = {
+    "vgg16": {"min_size": 32, "description": "VGG-16 (138 M parameters at 1000 classes)"},
+    "vgg19": {"min_size": 32, "description": "VGG-19"},
+    "resnet18": {"min_size": 8, "description": "ResNet-18"},
+    "resnet50": {"min_size": 8, "description": "ResNet-50"},
+    "densenet121": {"min_size": 32, "description": "DenseNet-121"},
+    "mobilenet_v2": {"min_size": 8, "description": "MobileNetV2"},
+    "efficientnet_b0": {"min_size": 8, "description": "EfficientNet-B0"},
+    "inception_v3": {
+        "min_size": 75,
+        "image_size": 299,
+        "description": "Inception v3 (299 px input; at >= 299 px the aux head trains too: loss = main + 0.4 * aux)",
+    },
+    "tinyvgg": {"min_size": 8, "description": "a tiny VGG-like CNN (3 conv blocks, ~25 k parameters) for quick runs"},
+}
+
+_CAL_UTIL = _Param(1.0, float, "target utilisation of each worker, 0..1", _fraction)
+_CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _at_least(0))
+_CAL_CYCLE = _Param(0.1, float, "duty-cycle period, s (utilisation is exact over each period)", _positive)
+_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)", _positive, nullable=True)
+
+CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
+    "idle": ("sleep: the machine's idle baseline (phase idle)", {
+        "duration_s": _CAL_DURATION,
+    }),
+    "step": ("utilisation staircase, one phase level-X.XX per level, held hold_s each", {
+        "levels": _Param("0,0.5,1", str, "comma-separated utilisation fractions", parse=parse_levels),
+        "hold_s": _Param(10.0, float, "time at each level, s", _positive),
+        "threads": _CAL_THREADS,
+        "cycle_s": _CAL_CYCLE,
+    }),
+    "square": ("square wave between high and low utilisation (phases high / low)", {
+        "period_s": _Param(10.0, float, "period of the wave, s", _positive),
+        "duty": _Param(0.5, float, "fraction of each period at high", lambda v: None if 0 < v < 1 else "must be between 0 and 1 (exclusive)"),
+        "high": _Param(1.0, float, "utilisation in the high phase, 0..1", _fraction),
+        "low": _Param(0.0, float, "utilisation in the low phase, 0..1", _fraction),
+        "cycles": _Param(6, int, "periods to run (when duration_s is not set)", _at_least(1)),
+        "threads": _CAL_THREADS,
+        "cycle_s": _CAL_CYCLE,
+    }),
+    "cpu-stress": ("busy loops on every core at a target utilisation (phase stress)", {
+        "duration_s": _CAL_DURATION,
+        "threads": _CAL_THREADS,
+        "utilisation": _CAL_UTIL,
+        "cycle_s": _CAL_CYCLE,
+    }),
+    "gpu-stress": ("back-to-back matrix multiplications on a CUDA GPU at a target utilisation (phase stress)", {
+        "duration_s": _CAL_DURATION,
+        "utilisation": _CAL_UTIL,
+        "size": _Param(4096, int, "matrix side (n x n)", _at_least(16)),
+        "dtype": _Param("float16", str, "float16, bfloat16 or float32", _one_of("float16", "bfloat16", "float32")),
+        "device": _Param("cuda", str, "cuda or cuda:N", lambda v: None if re.fullmatch(r"cuda(:\d+)?", v) else "must be cuda or cuda:N"),
+        "cycle_s": _CAL_CYCLE,
+    }),
+    "memory-stress": ("memory-bandwidth load: workers copy buffers back and forth (phase stress)", {
+        "duration_s": _CAL_DURATION,
+        "bytes": _Param(268435456, int, "total buffer size, bytes (256M, 1G accepted)", parse=parse_bytes),
+        "threads": _CAL_THREADS,
+        "utilisation": _CAL_UTIL,
+        "cycle_s": _CAL_CYCLE,
+    }),
+}
+
+_COMMAND_DESC = "any command given after `--` (phase command; stopped at duration_s: SIGTERM, SIGKILL 5 s later)"
+
+# Model names torchvision 0.29 knows; used only to word the error when torch is missing.
+_TORCHVISION_NAMES = frozenset(
+    """alexnet convnext_base convnext_large convnext_small convnext_tiny densenet121 densenet161
+    densenet169 densenet201 efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
+    efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7 efficientnet_v2_l
+    efficientnet_v2_m efficientnet_v2_s googlenet inception_v3 maxvit_t mnasnet0_5 mnasnet0_75
+    mnasnet1_0 mnasnet1_3 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small regnet_x_16gf
+    regnet_x_1_6gf regnet_x_32gf regnet_x_3_2gf regnet_x_400mf regnet_x_800mf regnet_x_8gf
+    regnet_y_128gf regnet_y_16gf regnet_y_1_6gf regnet_y_32gf regnet_y_3_2gf regnet_y_400mf
+    regnet_y_800mf regnet_y_8gf resnet101 resnet152 resnet18 resnet34 resnet50 resnext101_32x8d
+    resnext101_64x4d resnext50_32x4d shufflenet_v2_x0_5 shufflenet_v2_x1_0 shufflenet_v2_x1_5
+    shufflenet_v2_x2_0 squeezenet1_0 squeezenet1_1 swin_b swin_s swin_t swin_v2_b swin_v2_s
+    swin_v2_t vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn vit_b_16 vit_b_32
+    vit_h_14 vit_l_16 vit_l_32 wide_resnet101_2 wide_resnet50_2""".split()
+)
+
+
+def names() -> list[str]:
+    """The named workloads (presets, calibration loads, command); any torchvision model is valid too."""
+    return [*CNN_PRESETS, *CALIBRATION, "command"]
+
+
+def _cnn_table(name: str) -> dict[str, _Param]:
+    table = {**_COMMON, **_CNN}
+    preset = CNN_PRESETS.get(name, {})
+    size = preset.get("image_size", 224 if name.startswith(("vit_", "swin", "maxvit")) else 32)
+    table["image_size"] = _Param(size, int, "input height and width, px", _at_least(preset.get("min_size", 8)))
+    return table
+
+
+def _table(name: str) -> tuple[str, str, dict[str, _Param]]:
+    """(category, description, parameter table) of a known name, or raise UnknownWorkload."""
+    if name in CNN_PRESETS:
+        return "cnn", f"train {CNN_PRESETS[name]['description']} (weights=None)", _cnn_table(name)
+    if name in CALIBRATION:
+        desc, table = CALIBRATION[name]
+        return "calibration", desc, {**_COMMON, **table}
+    if name == "command":
+        return "command", _COMMAND_DESC, dict(_COMMON)
+    known = ", ".join(names())
+    try:
+        import torchvision  # noqa: F401 - lazily: only to check a model name
+        from torchvision import models
+    except ImportError:
+        if name in _TORCHVISION_NAMES:
+            raise UnknownWorkload(
+                f"workload {name!r} is a torchvision model but torch/torchvision are not installed: {TORCH_HINT}"
+            ) from None
+        raise UnknownWorkload(
+            f"unknown workload {name!r}; known: {known} (torchvision models need {TORCH_HINT})"
+        ) from None
+    if name in models.list_models(module=models):
+        return "cnn", f"train torchvision model {name} (weights=None)", _cnn_table(name)
+    raise UnknownWorkload(
+        f"unknown workload {name!r}; known: {known}, or any torchvision classification model"
+    )
+
+
+def get(name: str) -> WorkloadSpec:
+    """The spec of workload ``name``; raises :class:`UnknownWorkload` (a ValueError)."""
+    category, description, table = _table(name)
+    return WorkloadSpec(
+        name=name,
+        description=description,
+        params={k: p.default for k, p in table.items()},
+        category=category,
+        help={k: p.help for k, p in table.items()},
+    )
+
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _coerce(p: _Param, value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if p.default is None or p.nullable:
+            return None
+        raise ValueError("cannot be empty")
+    if p.parse is not None:
+        return p.parse(value)
+    if p.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not a boolean (true/false)")
+    if p.type is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an integer") from None
+    if p.type is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number") from None
+        if x != x or x in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not a finite number")
+        return x
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a string")
+    return str(value)
+
+
+def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """All parameters of ``name`` (defaults filled in), typed from the defaults.
+
+    Strings from a command line are coerced (``"16"`` -> 16, ``"true"`` -> True, ``"none"``
+    -> None for optional ones).  Raises ValueError with a one-line message on an unknown key
+    or a bad value; :class:`UnknownWorkload` on an unknown name.
+    """
+    _category, _description, table = _table(name)
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known: {', '.join(table)}"
+        )
+    out: dict[str, Any] = {}
+    for key, p in table.items():
+        try:
+            value = _coerce(p, given[key]) if key in given else p.default
+            problem = p.check(value) if p.check is not None and value is not None else None
+        except ValueError as exc:
+            problem = str(exc)
+        if problem:
+            raise ValueError(f"{name}: {key}={given.get(key, p.default)!r}: {problem}")
+        out[key] = value
+    return out
+
+
+def command_for(name: str, params: dict[str, Any], command: list[str] | None = None) -> list[str]:
+    """argv that runs workload ``name`` in its own process (``python -m workloads``).
+
+    ``command`` (the user command of the ``command`` workload) is appended after ``--``.
+    """
+    full = validate_params(name, params)
+    given = {k: full[k] for k in params}  # only what was asked; the child fills defaults again
+    argv = [sys.executable, "-m", "workloads", name, "--params", json.dumps(given)]
+    if command:
+        argv += ["--", *command]
+    return argv

@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="the whole flow on this machine, no hardware")
-    d.add_argument("--duration", type=float, default=None, metavar="S", help="training time (s, default 60)")
+    d.add_argument("--duration", type=float, default=None, metavar="S", help="training time (s, default 90)")
     d.add_argument("--workload", default=None, help="demo load (default vgg16 if torch is installed, else square)")
     d.add_argument("--out", metavar="DIR")
     d.add_argument("--baseline", type=float, default=10.0, metavar="S")

@@ -178,6 +178,15 @@ def pick_reference(data: SessionData, requested: str | None = None) -> str:
     return walls[0] if walls else ids[0]
 
 
+def default_window_s(chans: list[Series]) -> float:
+    """The comparison window (s): from the slowest meter (see choose_window_s), shortened for
+    short sessions so that about 10 windows fit, but never under 2 of the slowest intervals."""
+    chosen = choose_window_s([s.interval_s for s in chans], [s.window_s for s in chans])
+    span = min(s.t_s[-1] for s in chans) - max(s.t_s[0] for s in chans)
+    slowest = max(max(s.interval_s, s.window_s or 0.0) for s in chans)
+    return float(min(chosen, max(2.0 * slowest, span / 10.0)))
+
+
 def lag_against(ref: Series, s: Series, max_lag_s: float, warnings: list[str]) -> dict[str, Any]:
     """The lag of ``s`` against the reference, as applied (0 s when weak or unusable, and said)."""
     try:
@@ -187,10 +196,16 @@ def lag_against(ref: Series, s: Series, max_lag_s: float, warnings: list[str]) -
     except ValueError as exc:
         warnings.append(f"lag of {s.id} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
         return {"lag_s": 0.0, "corr": None, "method": "none", "quality": "failed", "applied": False}
-    usable = (lr.quality == "good" and np.isfinite(lr.lag_s)
+    # the peak must stand above what noise alone reaches: the largest of 2K+1 correlations
+    # of n independent points is about sqrt(2 ln(2K+1) / n); ask for 1.4 times that
+    n = max(span / lr.step_s, 1.0)
+    k = max(min(max_lag_s, 0.25 * span), 1.0) / lr.step_s
+    noise = float(np.sqrt(2.0 * np.log(2.0 * k + 1.0) / n))
+    usable = (lr.quality == "good" and np.isfinite(lr.lag_s) and lr.corr > 1.4 * noise
               and not (lr.corr_after < lr.corr_before - 0.02))  # a shift that misaligns the levels
     if not usable:
-        warnings.append(f"lag of {s.id} is {lr.quality} (peak correlation {lr.corr:.2f}, estimate "
+        why = lr.quality if lr.quality != "good" else f"not above noise ({1.4 * noise:.2f})"
+        warnings.append(f"lag of {s.id}: {why} (peak correlation {lr.corr:.2f}, estimate "
                         f"{lr.lag_s:.2f} s): not applied; a load with sharp edges (square) helps")
     return {"lag_s": float(lr.lag_s) if usable else 0.0, "estimate_s": float(lr.lag_s),
             "applied": bool(usable), "corr": float(lr.corr), "method": lr.method,
@@ -220,8 +235,7 @@ def window_table(data: SessionData, reference: str | None, components: list[str]
     if missing:
         raise ValueError(f"{data.path}: no usable channel {missing[0]!r}; channels: {', '.join(data.channels)}")
     series = {c: series_of(data.channels[c]) for c in ids}
-    win = float(window_s) if window_s else choose_window_s([series[c].interval_s for c in ids],
-                                                           [series[c].window_s for c in ids])
+    win = float(window_s) if window_s else default_window_s([series[c] for c in ids])
     lags = {c: lag_against(series[ref_id], series[c], max_lag_s, warnings) for c in components}
     boundaries, exclude = _cuts(data.phases(), win, list(series.values()))
     wins, ref_w, comp_w = paired_windows(series[ref_id], {c: series[c] for c in components}, lags, win,
@@ -294,8 +308,7 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     cand_exprs = candidates or [c for c in known if c != ref_id]
     cands = {expr: _parse_candidate(expr, known) for expr in cand_exprs}
     all_ids = {ref_id, *[c for parts in cands.values() for c in parts]}
-    win = float(window_s) if window_s else choose_window_s(
-        [series[c].interval_s for c in all_ids], [series[c].window_s for c in all_ids])
+    win = float(window_s) if window_s else default_window_s([series[c] for c in all_ids])
 
     lags = {cid: lag_against(ref, series[cid], max_lag_s, warnings)
             for cid in sorted({c for parts in cands.values() for c in parts})}

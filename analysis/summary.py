@@ -121,7 +121,9 @@ def total_energy_j(s: Series) -> float:
     """Energy over the whole recording (J), gaps excluded."""
     if len(s.t_s) < 2:
         return float("nan")
-    spans = _ok_spans(float(s.t_s[0]), float(s.t_s[-1]), s.gaps)
+    # reported power averages the window before its stamp: the trace covers [t0 - w/2, tN - w/2]
+    half = 0.5 * (s.window_s or 0.0) if not s.use_counter else 0.0
+    spans = _ok_spans(float(s.t_s[0]) - half, float(s.t_s[-1]) - half, s.gaps)
     if not spans:
         return float("nan")
     e = _energies(s, np.asarray(spans, float))
@@ -174,6 +176,9 @@ def pick_reference(data: SessionData, requested: str | None = None) -> str:
     manifest_ref = data.manifest.get("reference")
     if manifest_ref and manifest_ref in data.channels:
         return manifest_ref
+    # the first wall meter in the order the meters were given (the manifest's order)
+    order = [ch["id"] for m in data.manifest.get("meters", []) for ch in m.get("channels", [])]
+    ids = [c for c in order if c in data.channels] + [c for c in ids if c not in order]
     walls = [c for c in ids if data.channels[c].scope == "wall" and data.channels[c].source == "measured"]
     return walls[0] if walls else ids[0]
 

@@ -232,8 +232,12 @@ def window_energies(
     part = ~full & (c >= min_coverage * width) & (c > 0)
     out[part] = f[part] * width[part] / c[part]
     if e_out is not None:
-        # a coarse counter still beats nothing where power is missing
+        # a coarse counter still beats nothing where power is missing -- but only where its
+        # resolution is small against the energy it reports (a 36 kJ register says 0 J for
+        # a short window, which is no measurement)
         fill = ~np.isfinite(out) & np.isfinite(e_out)
+        if energy_resolution_j is not None:
+            fill &= energy_resolution_j <= max_quantisation * np.abs(np.where(np.isfinite(e_out), e_out, 0.0))
         out[fill] = e_out[fill]
     return out
 

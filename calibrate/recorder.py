@@ -1,7 +1,9 @@
-"""The recorder: one polling thread per meter, per-channel trace files, one flusher.
+"""The recorder: polling threads, per-channel trace files, one flusher.
 
-Each meter is polled in its own thread at its own interval (push meters, which send a
-value per interval on their own, are read back to back).  A polled sample is stamped at
+Each meter is polled at its own interval: serial, network and push meters in a thread
+of their own (push meters, which send a value per interval on their own, are read back
+to back), meters whose reads never block (sysfs, /proc, NVML) together in one thread.
+A polled sample is stamped at
 the midpoint of request and reply on the session clock and the round trip is kept.
 Faults never stop a session: a failed poll writes a flagged row and is counted; a meter
 that disconnects is closed and reopened every 0.5 s until it returns, and the gap is
@@ -25,6 +27,7 @@ from drivers.base import Channel, Meter, MeterDisconnected, MeterError, MeterRea
 
 RECONNECT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.5
+MAX_SLEEP_S = 0.25  # a stop request is seen within this long
 MAX_LOGGED_FAULTS = 20  # per meter and code; later ones are only counted
 
 
@@ -38,8 +41,9 @@ class MeterState:
     faults: Counter = field(default_factory=Counter)
     last: dict[str, dict[str, float]] = field(default_factory=dict)
     connected: bool = True
-    cpu_s: float = 0.0
-    thread: threading.Thread | None = None
+    cpu_s: float = 0.0  # CPU time of this meter's polls (s)
+    next_ns: int = 0
+    reopen_ns: int = 0
 
 
 class Recorder:
@@ -58,6 +62,8 @@ class Recorder:
         self.states: dict[str, MeterState] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._thread_cpu: dict[str, float] = {}  # polling thread -> its CPU time (s)
         self._started_ns = 0
         self._stopped_ns = 0
 
@@ -86,18 +92,25 @@ class Recorder:
                 self._writer(st, ch)
             self.states[m.name] = st
         self._started_ns = self.clock()
-        for st in self.states.values():
-            st.thread = threading.Thread(target=self._poll_loop, args=(st,),
-                                         name=f"meter-{st.meter.name}", daemon=True)
-            st.thread.start()
+        # Meters whose reads never block (sysfs, /proc, NVML, in-process) share one thread:
+        # each still runs at its own interval, and every wake-up saved is CPU not spent
+        # perturbing the measurement.  Serial, network and push meters get a thread each,
+        # so a slow or silent device never delays another.
+        local = [st for st in self.states.values() if getattr(st.meter, "local", False)
+                 and not getattr(st.meter, "push", False)]
+        groups = [[st] for st in self.states.values() if st not in local] + ([local] if local else [])
+        for group in groups:
+            label = group[0].meter.name if len(group) == 1 else "local"
+            t = threading.Thread(target=self._poll_loop, args=(group,), name=f"meter-{label}", daemon=True)
+            self._threads.append(t)
+            t.start()
         self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         self._flusher.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for st in self.states.values():
-            if st.thread is not None:
-                st.thread.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
         self._stopped_ns = self.clock()
         for st in self.states.values():
             try:
@@ -112,8 +125,8 @@ class Recorder:
 
     # -- figures ----------------------------------------------------------------------
     def cpu_seconds(self) -> float:
-        """CPU time spent in the meter threads so far (s)."""
-        return sum(st.cpu_s for st in self.states.values())
+        """CPU time spent in the polling threads so far, wake-ups included (s)."""
+        return sum(self._thread_cpu.values())
 
     def summary(self) -> dict[str, Any]:
         wall_s = max((self._stopped_ns or self.clock()) - self._started_ns, 1) / 1e9
@@ -144,79 +157,105 @@ class Recorder:
             self.events.write({"t_ns": t_ns, "kind": "meter_fault", "meter": st.meter.name,
                                "code": code, "message": message[:300]})
 
-    def _reconnect(self, st: MeterState) -> bool:
-        """Reopen a meter until it answers or the session stops; True if back."""
+    def _try_reopen(self, st: MeterState) -> bool:
+        """One attempt to reopen a disconnected meter; True if it is back."""
         m = st.meter
         try:
-            m.close()
-        except Exception:
-            pass
-        st.connected = False
-        while not self._stop.wait(RECONNECT_EVERY_S):
-            try:
-                channels = m.open()
-            except (MeterError, OSError):
-                continue
-            except Exception:  # a driver bug during reopen: keep trying, never crash
-                continue
-            for ch in channels:
-                self._writer(st, ch)
-            st.connected = True
-            t = self.clock()
-            for w in st.writers.values():
-                w.write(t, 0, None, flag="reconnected")
-            self.events.write({"t_ns": t, "kind": "meter_reconnected", "meter": m.name})
-            return True
-        return False
+            channels = m.open()
+        except Exception:  # still gone (or a driver bug while reopening): try again later
+            st.reopen_ns = self.clock() + int(RECONNECT_EVERY_S * 1e9)
+            return False
+        for ch in channels:
+            self._writer(st, ch)
+        st.connected = True
+        t = self.clock()
+        for w in st.writers.values():
+            w.write(t, 0, None, flag="reconnected")
+        self.events.write({"t_ns": t, "kind": "meter_reconnected", "meter": m.name})
+        return True
 
-    def _poll_loop(self, st: MeterState) -> None:
+    def _poll_once(self, st: MeterState) -> None:
+        """One read of one meter: rows written, or the fault flagged and counted."""
         m = st.meter
-        push = getattr(m, "push", False)
-        interval_ns = int(m.interval_s * 1e9)
-        next_ns = self.clock()
+        c0 = time.thread_time()
+        t0 = self.clock()
+        try:
+            reading = m.read()
+        except MeterDisconnected as exc:
+            self._flag_all(st, *midpoint(t0, self.clock()), "disconnected", str(exc))
+            try:
+                m.close()
+            except Exception:
+                pass
+            st.connected = False
+            st.reopen_ns = self.clock() + int(RECONNECT_EVERY_S * 1e9)
+        except MeterReadError as exc:
+            self._flag_all(st, *midpoint(t0, self.clock()), exc.code, str(exc))
+        except Exception as exc:  # a driver bug: count it, keep the session going
+            self._flag_all(st, *midpoint(t0, self.clock()), "error", f"{type(exc).__name__}: {exc}")
+        else:
+            t1 = self.clock()
+            if reading.t_ns is not None:
+                t_ns, rtt_ns = reading.t_ns, reading.rtt_ns or 0
+            else:
+                t_ns, rtt_ns = midpoint(t0, t1)
+            for ch_id, values in reading.values.items():
+                w = st.writers.get(ch_id)
+                if w is None:  # a channel the meter did not announce: record it anyway
+                    w = self._writer(st, Channel(id=ch_id, quantities=tuple(values)))
+                w.write(t_ns, rtt_ns, values, flag=reading.flags.get(ch_id, ""))
+            st.samples += 1
+            st.last = reading.values
+        st.cpu_s += time.thread_time() - c0
+
+    def _poll_loop(self, group: list[MeterState]) -> None:
+        """Poll a group of meters, each at its own interval, in this thread.
+
+        A push meter is a group of one and is read back to back (its read blocks until the
+        meter's next value).  A disconnected meter is reopened every RECONNECT_EVERY_S.
+        """
         cpu0 = time.thread_time()
+        push = len(group) == 1 and getattr(group[0].meter, "push", False)
+        now = self.clock()
+        for st in group:
+            st.next_ns = now
+        name = threading.current_thread().name
         try:
             while not self._stop.is_set():
-                t0 = self.clock()
-                try:
-                    reading = m.read()
-                except MeterDisconnected as exc:
-                    t1 = self.clock()
-                    self._flag_all(st, *midpoint(t0, t1), "disconnected", str(exc))
-                    st.cpu_s = time.thread_time() - cpu0
-                    if not self._reconnect(st):
-                        break
-                    next_ns = self.clock()
-                    continue
-                except MeterReadError as exc:
-                    t1 = self.clock()
-                    self._flag_all(st, *midpoint(t0, t1), exc.code, str(exc))
-                except Exception as exc:  # a driver bug: count it, keep the session going
-                    t1 = self.clock()
-                    self._flag_all(st, *midpoint(t0, t1), "error", f"{type(exc).__name__}: {exc}")
-                else:
-                    t1 = self.clock()
-                    if reading.t_ns is not None:
-                        t_ns, rtt_ns = reading.t_ns, reading.rtt_ns or 0
-                    else:
-                        t_ns, rtt_ns = midpoint(t0, t1)
-                    for ch_id, values in reading.values.items():
-                        w = st.writers.get(ch_id)
-                        if w is None:  # a channel the meter did not announce: record it anyway
-                            w = self._writer(st, Channel(id=ch_id, quantities=tuple(values)))
-                        w.write(t_ns, rtt_ns, values, flag=reading.flags.get(ch_id, ""))
-                    st.samples += 1
-                    st.last = reading.values
-                st.cpu_s = time.thread_time() - cpu0
-                if push:
-                    continue
-                next_ns += interval_ns
                 now = self.clock()
-                if next_ns <= now:  # fell behind (slow meter): skip, do not burst
-                    next_ns = now + interval_ns
-                self._stop.wait((next_ns - now) / 1e9)
+                for st in group:
+                    if not st.connected:
+                        if now >= st.reopen_ns and self._try_reopen(st):
+                            st.next_ns = self.clock()
+                        continue
+                    if push or now >= st.next_ns:
+                        self._poll_once(st)
+                        interval_ns = int(st.meter.interval_s * 1e9)
+                        st.next_ns += interval_ns
+                        t = self.clock()
+                        if st.next_ns <= t:  # fell behind (slow meter): skip, do not burst
+                            st.next_ns = t + interval_ns
+                    self._thread_cpu[name] = time.thread_time() - cpu0
+                if push and group[0].connected:
+                    continue
+                wake = min(st.next_ns if st.connected else st.reopen_ns for st in group)
+                self._sleep_until(wake, self.clock())
         finally:
-            st.cpu_s = time.thread_time() - cpu0
+            self._thread_cpu[name] = time.thread_time() - cpu0
+
+    def _sleep_until(self, deadline_ns: int, now_ns: int) -> None:
+        """Sleep to ``deadline_ns`` in slices of at most MAX_SLEEP_S, returning early on stop.
+
+        ``time.sleep`` is one syscall; ``Event.wait`` builds a lock and a condition per
+        call and costs about 1.6 times its CPU time, which at 10 Hz x several meters is
+        most of what the recorder spends (see benchmarks/bench_recorder_overhead.py).
+        """
+        while not self._stop.is_set():
+            left = (deadline_ns - now_ns) / 1e9
+            if left <= 0:
+                return
+            time.sleep(min(left, MAX_SLEEP_S))
+            now_ns = self.clock()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_EVERY_S):

@@ -128,6 +128,9 @@ class Meter(ABC):
     #: True for meters that send a value per interval on their own: the recorder then
     #: calls ``read()`` back to back (it blocks until the next value) instead of sleeping.
     push: ClassVar[bool] = False
+    #: True for meters whose reads never block (sysfs, /proc, NVML, in-process): the recorder
+    #: polls them together in one thread, which saves a wake-up per meter and poll.
+    local: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, interval_s: float | None = None) -> None:
         self.name = name or self.kind

@@ -148,6 +148,8 @@ def lookup_tdp(model: str | None) -> tuple[float | None, str | None]:
 class CpuModelMeter(Meter):
     """Modelled CPU power (W) and its integral (J) from system-wide utilisation."""
 
+    local = True  # reads never block: polled in the recorder's shared local thread
+
     kind = "cpu-model"
     default_interval_s = 0.5
 

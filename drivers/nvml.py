@@ -80,6 +80,8 @@ class Gpu:
 class NvmlMeter(Meter):
     """NVIDIA GPUs via NVML; ``indices`` None = all GPUs.  ``nvml``: a pynvml-like module."""
 
+    local = True  # reads never block: polled in the recorder's shared local thread
+
     kind = "nvml"
     default_interval_s = 0.2  # NVML power refreshes every 20-100 ms; energy is cumulative
 

@@ -164,6 +164,8 @@ def select_zones(zones: list[Zone], selector: str) -> list[Zone]:
 class RaplMeter(Meter):
     """RAPL zones under a powercap root; per zone ``energy_j`` (primary) and ``power_w``."""
 
+    local = True  # reads never block: polled in the recorder's shared local thread
+
     kind = "rapl"
     default_interval_s = 0.5  # energy is cumulative: the interval only sets power_w's window
 

@@ -84,7 +84,8 @@ def bench_wt310(seconds: float) -> None:
 
 
 def bench_modbus(seconds: float) -> None:
-    for kind, transport, baud in (("sdm120", "pty", None), ("sdm630", "pty", None), ("sdm630", "pty", 115200),
+    for kind, transport, baud in (("sdm120", "pty", None), ("sdm120", "pty", 115200), ("sdm630", "pty", None),
+                                  ("sdm630", "pty", 115200),
                                   ("sdm630", "tcp", None)):
         sim = make_simulator(kind, signal="constant:150", transport=transport, update=0.05)
         uri = sim.start()

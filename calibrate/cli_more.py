@@ -188,6 +188,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             row[f"{a['candidate']}:offset_w"] = cal.get("intercept")
         rows.append(row)
     df = pd.DataFrame(rows)
+    if args.html:
+        from analysis.compare_report import render_compare_html
+
+        Path(args.html).write_text(render_compare_html(rows))
+        print(f"report: {args.html}")
     if args.output:
         out = Path(args.output)
         df.to_csv(out, index=False) if out.suffix == ".csv" else out.write_text(df.to_json(orient="records", indent=2))
@@ -233,6 +238,7 @@ def add_more_commands(sub: argparse._SubParsersAction) -> None:
     cm.add_argument("--refresh", action="store_true", help="re-analyse even where summary.json exists")
     cm.add_argument("-o", "--output", metavar="FILE.csv|json")
     cm.add_argument("--json", action="store_true")
+    cm.add_argument("--html", metavar="FILE.html", help="also write a page with the table and the accuracy/energy Pareto plot")
     cm.set_defaults(func=cmd_compare)
 
     try:

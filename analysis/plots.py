@@ -56,9 +56,10 @@ def scatter_fit(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, An
     hi = float(np.nanmax([cand_w.max(), ref_w.max()])) if len(ref_w) else 1.0
     xs = np.linspace(min(lo, 0.0), hi * 1.05, 50)
     ax.plot(xs, xs, ls=":", color="0.5", label="identity")
-    if calibration:
-        a, b = calibration["intercept"], calibration["slope"]
-        ax.plot(xs, a + b * xs, color="C3", label=f"{ref_name} = {a:.1f} + {b:.3f} x")
+    if calibration and calibration.get("intercept") is not None:
+        a, b = calibration["intercept"], calibration.get("slope")
+        label = f"{ref_name} = {a:.1f} + {b:.3f} x" if b is not None else f"{ref_name} = {a:.1f} + x (no gain)"
+        ax.plot(xs, a + (1.0 if b is None else b) * xs, color="C3", label=label)
     ax.set_xlabel(f"{cand_name} (W)")
     ax.set_ylabel(f"{ref_name} (W)")
     ax.legend(fontsize=7)
@@ -92,7 +93,8 @@ def residuals_plot(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str,
     """Residuals of the calibration fit (W) per window, in time order."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
-    res = ref_w - (calibration["intercept"] + calibration["slope"] * cand_w)
+    slope = calibration.get("slope")
+    res = ref_w - (calibration["intercept"] + (1.0 if slope is None else slope) * cand_w)
     ax.plot(np.arange(len(res)), res, marker="o", ms=3, lw=0.8)
     ax.axhline(0, color="0.5", ls=":")
     ax.set_xlabel("window (time order)")

@@ -250,6 +250,23 @@ def window_table(data: SessionData, reference: str | None, components: list[str]
     return df
 
 
+def calibration_fit(ref_w: np.ndarray, cand_w: np.ndarray) -> dict[str, Any]:
+    """OLS of reference on candidate (W).  A candidate that hardly varies (a modelled
+    constant, such as CodeCarbon's RAM) cannot give a gain: then only the offset is
+    reported, with a note, instead of a meaningless slope."""
+    spread = float(np.std(cand_w))
+    if spread <= 1e-3 * max(float(np.mean(np.abs(cand_w))), 1e-9) or spread < 1e-6:
+        diff = ref_w - cand_w
+        return {"model": "reference = intercept + candidate (candidate constant: no gain)", "method": "mean",
+                "slope": None, "intercept": float(np.mean(diff)), "slope_ci": [None, None],
+                "intercept_ci": [None, None],
+                "note": "the candidate is constant over the windows, so no gain can be fitted; "
+                        "only the offset is reported (a load that varies is needed)"}
+    cal = ols(cand_w, ref_w)
+    return {"model": "reference = intercept + slope * candidate", "method": "ols", "slope": cal.slope,
+            "intercept": cal.intercept, "slope_ci": list(cal.slope_ci), "intercept_ci": list(cal.intercept_ci)}
+
+
 def paired_windows(ref: Series, comps: dict[str, Series], lags: dict[str, Any], window_s: float,
                    boundaries: list[float], exclude: list[tuple[float, float]]
                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -331,10 +348,9 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
             entry["n_windows"] = int(len(ref_w))
             stats = agreement(ref_w, cand_w, method="ols")
             entry.update(stats)
-            cal = ols(cand_w, ref_w)
-            entry["calibration"] = {"model": "reference = intercept + slope * candidate", "method": "ols",
-                                    "slope": cal.slope, "intercept": cal.intercept,
-                                    "slope_ci": list(cal.slope_ci), "intercept_ci": list(cal.intercept_ci)}
+            entry["calibration"] = calibration_fit(ref_w, cand_w)
+            if entry["calibration"].get("note"):
+                warnings.append(f"calibration of {expr}: {entry['calibration']['note']}")
             entry["pairs"] = {"reference_w": ref_w.tolist(), "candidate_w": cand_w.tolist()}
         except ValueError as exc:
             entry["n_windows"] = int(entry.get("n_windows", 0))

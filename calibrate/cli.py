@@ -73,7 +73,9 @@ def print_summary_table(summary: dict[str, Any], path: Path) -> None:
                  f"bias {_fmt(ba.get('bias'), ' W')} [LoA {_fmt(ba.get('loa_low'), '')}, {_fmt(ba.get('loa_high'), ' W')}], "
                  f"CCC {_fmt((a.get('ccc') or {}).get('value'), '', 3)}; "
                  + (f"wall = {_fmt(cal.get('intercept'), ' W')} + {_fmt(cal.get('slope'), '', 3)} x {a['candidate']}"
-                    if cal else f"slope {_fmt(reg.get('slope'), '', 3)}"))
+                    if cal and cal.get("slope") is not None else
+                    f"wall = {_fmt(cal.get('intercept'), ' W')} + {a['candidate']} (constant: no gain)" if cal
+                    else f"slope {_fmt(reg.get('slope'), '', 3)}"))
     w = summary.get("workload") or {}
     if w.get("accuracy") is not None:
         _say(f"\n  workload {w.get('name')}: accuracy {w['accuracy']:.3f}"

@@ -148,3 +148,15 @@ def test_calibrate_cli_fit_correct_characterize_compare(session: Path, tmp_path:
     assert len(rows) == 2 and rows[0]["workload"] == "square-truth"
     bad = run_cli("fit", str(session), "--candidate", "nosuch")
     assert bad.returncode == 2 and "nosuch" in bad.stderr
+
+
+def test_a_constant_candidate_gets_an_offset_not_a_gain() -> None:
+    from analysis.summary import calibration_fit
+
+    ref = np.array([100.0, 150.0, 120.0, 180.0])
+    const = np.array([20.0, 20.001, 19.999, 20.0])  # a modelled constant, e.g. CodeCarbon's RAM
+    cal = calibration_fit(ref, const)
+    assert cal["slope"] is None and cal["intercept"] == pytest.approx(ref.mean() - const.mean())
+    assert "no gain" in cal["note"]
+    varying = calibration_fit(2.0 * ref + 5.0, ref)
+    assert varying["slope"] == pytest.approx(2.0) and varying["intercept"] == pytest.approx(5.0)

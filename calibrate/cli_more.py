@@ -209,8 +209,40 @@ def _has_tabulate() -> bool:
     return importlib.util.find_spec("tabulate") is not None
 
 
+# --------------------------------------------------------------------------- import
+def cmd_import(args: argparse.Namespace) -> int:
+    from analysis.importer import TraceSpec, import_traces
+
+    try:
+        specs = [TraceSpec.parse(t) for t in args.trace]
+        out = import_traces(Path(args.out), specs, reference=args.reference, time_col=args.time_col,
+                            power_col=args.power_col, energy_col=args.energy_col)
+    except ValueError as exc:
+        raise _usage(str(exc).splitlines()[0]) from None
+    print(f"imported {len(specs)} trace(s) into {out}")
+    if args.report:
+        from analysis.report import write_report
+        from calibrate.cli import print_summary_table
+
+        print_summary_table(write_report(out, reference=args.reference, window_s=args.window), out)
+        print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def add_more_commands(sub: argparse._SubParsersAction) -> None:
     """Register the analysis and campaign commands on ``sub``."""
+    im = sub.add_parser("import", help="make a session from external power traces (CSV), to analyse them")
+    im.add_argument("--trace", action="append", required=True, metavar="NAME=FILE.csv[@SCOPE]",
+                    help="a trace with a Unix-time column and a power (W) or energy (J) column; repeatable")
+    im.add_argument("--reference", metavar="NAME", help="the reference trace (e.g. the wall meter)")
+    im.add_argument("--out", required=True, metavar="DIR")
+    im.add_argument("--time-col", default="timestamp", help="time column, Unix s (default timestamp)")
+    im.add_argument("--power-col", default="power_w", help="power column, W (default power_w)")
+    im.add_argument("--energy-col", default="energy_j", help="cumulative energy column, J (default energy_j)")
+    im.add_argument("--window", type=float, metavar="S", help="comparison window for --report (s)")
+    im.add_argument("--report", action="store_true", help="analyse at once (report.html, summary.json)")
+    im.set_defaults(func=cmd_import)
+
     f = sub.add_parser("fit", help="fit wall = a + b x software over sessions (cross-validated)")
     f.add_argument("sessions", nargs="+", metavar="SESSION")
     f.add_argument("--reference", metavar="CHANNEL")

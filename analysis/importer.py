@@ -1,0 +1,105 @@
+"""Turn external power traces (CSV) into a session folder, so every analysis applies.
+
+Published replication data, another tool's log or a wattmeter's own export usually come
+as ``timestamp`` (Unix s) and ``power_w`` columns, each on its own clock.  ``import_traces``
+writes them in the session format (``calibrate-session/1``, status ``imported``): the
+stamps are kept as given (Unix ns), so a clock offset between the sources shows up as a
+lag and is estimated, not assumed away.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from drivers.base import safe_name
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """One trace to import: channel id, CSV path, scope (wall, package, gpu, ...)."""
+
+    name: str
+    path: Path
+    scope: str = "system"
+
+    @classmethod
+    def parse(cls, text: str) -> TraceSpec:
+        """``NAME=FILE.csv[@SCOPE]``; raises ValueError (one line)."""
+        name, sep, rest = text.partition("=")
+        if not sep or not name or not rest:
+            raise ValueError(f"--trace {text!r}: expected NAME=FILE.csv[@SCOPE]")
+        path, _, scope = rest.partition("@")
+        if safe_name(name) != name:
+            raise ValueError(f"--trace {text!r}: use letters, digits, '.', '_' or '-' in the name")
+        return cls(name, Path(path), scope or "system")
+
+
+def _read(spec: TraceSpec, time_col: str, power_col: str, energy_col: str | None) -> pd.DataFrame:
+    if not spec.path.is_file():
+        raise ValueError(f"{spec.path} not found")
+    try:
+        df = pd.read_csv(spec.path, comment="#")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{spec.path} is not a readable CSV ({str(exc).splitlines()[0]})") from None
+    need = [time_col] + ([power_col] if power_col in df else []) + ([energy_col] if energy_col and energy_col in df else [])
+    if time_col not in df or len(need) < 2:
+        raise ValueError(f"{spec.path}: needs columns {time_col} and {power_col} (or {energy_col or 'an energy column'}); "
+                         f"has {', '.join(map(str, df.columns))}")
+    t = pd.to_numeric(df[time_col], errors="coerce")
+    out = pd.DataFrame({"t_ns": (t * 1e9).round()})
+    out["rtt_ns"] = 0
+    out["flag"] = ""
+    if power_col in df:
+        out["power_w"] = pd.to_numeric(df[power_col], errors="coerce")
+    if energy_col and energy_col in df:
+        out["energy_j"] = pd.to_numeric(df[energy_col], errors="coerce")
+    out = out.dropna(subset=["t_ns"]).sort_values("t_ns", kind="stable")
+    out["t_ns"] = out["t_ns"].astype(np.int64)
+    if len(out) < 2:
+        raise ValueError(f"{spec.path}: fewer than 2 samples")
+    return out
+
+
+def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = None,
+                  time_col: str = "timestamp", power_col: str = "power_w",
+                  energy_col: str | None = "energy_j", source_note: str | None = None) -> Path:
+    """Write ``out`` as a session holding ``traces``; returns the folder."""
+    if not traces:
+        raise ValueError("give at least one --trace NAME=FILE.csv")
+    names = [t.name for t in traces]
+    if len(set(names)) != len(names):
+        raise ValueError("two traces have the same name")
+    if reference and reference not in names:
+        raise ValueError(f"reference {reference!r} is not one of the traces ({', '.join(names)})")
+    out = Path(out)
+    if (out / "session.json").exists():
+        raise ValueError(f"{out} already holds a session; choose another --out")
+    frames = {t.name: _read(t, time_col, power_col, energy_col) for t in traces}
+    (out / "traces").mkdir(parents=True, exist_ok=True)
+    start_ns = min(int(f["t_ns"].iloc[0]) for f in frames.values())
+    meters = []
+    for spec in traces:
+        df = frames[spec.name]
+        df.to_csv(out / "traces" / f"{spec.name}.csv", index=False)
+        interval = float(np.median(np.diff(df["t_ns"].to_numpy()))) / 1e9
+        quantities = [c for c in ("power_w", "energy_j") if c in df]
+        meters.append({"uri": f"import:{spec.path}", "kind": "import", "name": spec.name, "source_file": str(spec.path),
+                       "channels": [{"id": spec.name, "scope": spec.scope, "source": "measured",
+                                     "quantities": quantities, "window_s": None, "update_interval_s": interval,
+                                     "energy_resolution_j": None,
+                                     "primary": "energy_j" if "energy_j" in quantities else "power_w",
+                                     "info": {"imported_from": str(spec.path)}}]})
+    manifest = {"format": "calibrate-session/1", "status": "imported",
+                "clock": {"source": "imported (Unix time of each file; offsets between files are estimated as lags)",
+                          "unit": "ns", "start_ns": start_ns, "end_ns": None,
+                          "anchor": {"monotonic_ns": start_ns, "utc_ns": start_ns, "uncertainty_ns": 0}},
+                "reference": reference, "meters": meters,
+                "workload": {"name": "imported", "parameters": {}}, "notes": source_note}
+    (out / "session.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "events.jsonl").write_text("")
+    return out

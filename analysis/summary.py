@@ -117,17 +117,33 @@ def _energies(s: Series, windows: np.ndarray, shift_s: float = 0.0) -> np.ndarra
                                       power_window_s=s.window_s, energy_resolution_j=s.resolution_j), float)
 
 
-def total_energy_j(s: Series) -> float:
-    """Energy over the whole recording (J), gaps excluded."""
+def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf, shift_s: float = 0.0
+                   ) -> tuple[float, float]:
+    """(energy J, seconds covered) of ``s`` within [t0, t1], over the spans that have data.
+
+    Gaps (disconnections, silences) are left out, not filled: the caller sees how much of
+    the span was measured and decides what to say.
+    """
     if len(s.t_s) < 2:
-        return float("nan")
+        return float("nan"), 0.0
     # reported power averages the window before its stamp: the trace covers [t0 - w/2, tN - w/2]
     half = 0.5 * (s.window_s or 0.0) if not s.use_counter else 0.0
-    spans = _ok_spans(float(s.t_s[0]) - half, float(s.t_s[-1]) - half, s.gaps)
+    a = max(t0, float(s.t_s[0]) - half - shift_s)
+    b = min(t1, float(s.t_s[-1]) - half - shift_s)
+    gaps = [(g0 - shift_s, g1 - shift_s) for g0, g1 in s.gaps]
+    spans = _ok_spans(a, b, gaps) if b > a else []
     if not spans:
-        return float("nan")
-    e = _energies(s, np.asarray(spans, float))
-    return float(np.nansum(e)) if np.any(np.isfinite(e)) else float("nan")
+        return float("nan"), 0.0
+    e = _energies(s, np.asarray(spans, float), shift_s)
+    ok = np.isfinite(e)
+    if not ok.any():
+        return float("nan"), 0.0
+    return float(e[ok].sum()), float(sum(y - x for (x, y), good in zip(spans, ok) if good))
+
+
+def total_energy_j(s: Series) -> float:
+    """Energy over the whole recording (J), gaps excluded."""
+    return covered_energy(s)[0]
 
 
 def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -141,19 +157,42 @@ def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tup
     return [(a, b) for a, b in spans if b - a > 0]
 
 
-def phase_energy(s: Series, t0: float, t1: float, shift_s: float = 0.0) -> float:
-    """Energy (J) of ``s`` between t0 and t1 (s); NaN if the span is not fully covered."""
-    return float(_energies(s, np.array([[t0, t1]]), shift_s)[0])
-
-
 def _mean_power(s: Series, spans: list[tuple[float, float]], shift_s: float = 0.0) -> float | None:
+    """Mean power (W) over the measured parts of ``spans``."""
     e, dur = 0.0, 0.0
     for a, b in spans:
-        v = phase_energy(s, a, b, shift_s)
-        if np.isfinite(v):
+        v, covered = covered_energy(s, a, b, shift_s)
+        if np.isfinite(v) and covered > 0:
             e += v
-            dur += b - a
+            dur += covered
     return e / dur if dur > 0 else None
+
+
+def _workload_energy(ref: Series, span: tuple[float, float] | None, warnings: list[str]
+                     ) -> tuple[float | None, float]:
+    """Reference energy (J) of the workload phase and its duration (s).
+
+    Where the reference had a gap, the measured part is scaled to the whole phase at its
+    own mean power, and a warning says how much was missing; under half measured: None.
+    """
+    if span is None:
+        e, covered = covered_energy(ref)
+        return (e if np.isfinite(e) else None), covered
+    a, b = span
+    e, covered = covered_energy(ref, a, b)
+    if not np.isfinite(e) or covered <= 0:
+        warnings.append(f"the reference {ref.id} has no data in the workload phase: its energy is unknown")
+        return None, b - a
+    if covered < 0.99 * (b - a):
+        missing = (b - a) - covered
+        if covered < 0.5 * (b - a):
+            warnings.append(f"the reference {ref.id} measured only {covered:.0f} s of the {b - a:.0f} s workload: "
+                            "energy and CO2 not reported")
+            return None, b - a
+        warnings.append(f"the reference {ref.id} missed {missing:.1f} s of the workload phase; its energy is "
+                        "extrapolated over the gap at the phase's measured mean power")
+        return e * (b - a) / covered, b - a
+    return e, b - a
 
 
 def _parse_candidate(expr: str, known: list[str]) -> list[str]:
@@ -312,18 +351,18 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     meters: dict[str, Any] = {}
     for cid, tr in data.channels.items():
         s = series.get(cid)
-        energy = total_energy_j(s) if s else float("nan")
-        span = (s.t_s[-1] - s.t_s[0]) if s is not None and len(s.t_s) > 1 else float("nan")
+        energy, span = covered_energy(s) if s else (float("nan"), 0.0)
         idle_w = _mean_power(s, baseline_spans) if s is not None and baseline_spans else None
         meters[cid] = {
             "kind": tr.info.get("meter_kind"), "meter": tr.meter, "scope": tr.scope, "source": tr.source,
             "simulated": bool(tr.info.get("simulated")),
-            "energy_j": energy, "mean_power_w": energy / span if span and span > 0 else None,
+            "energy_j": energy, "covered_s": span, "gaps_s": sum(b - a for a, b in s.gaps) if s else None,
+            "mean_power_w": energy / span if span > 0 else None,
             "samples": int(len(tr.ok)), "errors": tr.faults,
             "from_counter": bool(s.use_counter) if s else False,
             "interval_s": s.interval_s if s else None, "window_s": tr.info.get("window_s"),
             "idle_power_w": idle_w,
-            "dynamic_energy_j": (energy - idle_w * span) if idle_w is not None and span == span else None,
+            "dynamic_energy_j": (energy - idle_w * span) if idle_w is not None and span > 0 else None,
         }
 
     known = list(series)
@@ -363,21 +402,27 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     wl = data.manifest.get("workload") or {}
     result = data.result()
     run_phase = [(a, b) for n, a, b in phases if n == "workload"]
-    ref_workload_j = phase_energy(ref, *run_phase[0]) if run_phase else meters[ref_id]["energy_j"]
-    duration = (run_phase[0][1] - run_phase[0][0]) if run_phase else data.duration_s
+    ref_workload_j, duration = _workload_energy(ref, run_phase[0] if run_phase else None, warnings)
+    if not run_phase:
+        duration = data.duration_s
     accuracy = result.get("accuracy")
     workload = {"name": wl.get("name"), "parameters": wl.get("parameters", {}), "duration_s": duration,
                 "accuracy": float(accuracy) if accuracy is not None else None,
                 "images_per_s": result.get("images_per_s"), "returncode": wl.get("returncode"),
                 "energy_j": ref_workload_j,
-                "accuracy_per_kwh": accuracy_per_kwh(accuracy, ref_workload_j) if ref_workload_j == ref_workload_j else None}
+                "accuracy_per_kwh": accuracy_per_kwh(accuracy, ref_workload_j) if ref_workload_j else None}
     phase_rows = []
     for name, a, b in phases:
         row = {"phase": name, "start_s": a, "end_s": b, "duration_s": b - a}
         for cid, s in series.items():
-            row[cid] = phase_energy(s, a, b)
+            e, covered = covered_energy(s, a, b)
+            row[cid] = e if covered >= 0.99 * (b - a) else None  # a phase with a gap has no total
+            row[f"{cid}:covered_s"] = covered
         phase_rows.append(row)
-    emis = emissions(ref_workload_j if np.isfinite(ref_workload_j) else 0.0, location, intensity, pue)
+    known_energy = ref_workload_j is not None and np.isfinite(ref_workload_j)
+    emis = emissions(ref_workload_j if known_energy else 0.0, location, intensity, pue)
+    if not known_energy:  # unknown energy has unknown CO2, never 0 g
+        emis.update({"energy_j": None, "energy_kwh": None, "co2_g": None})
     emis["energy_from"] = ref_id
     # the same run's CO2 elsewhere: the grids of the seed study's spread, and the world average
     emis["by_location"] = [{k: e[k] for k in ("location", "location_name", "intensity_g_per_kwh", "year", "co2_g")}

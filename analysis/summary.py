@@ -426,7 +426,8 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     emis["energy_from"] = ref_id
     # the same run's CO2 elsewhere: the grids of the seed study's spread, and the world average
     emis["by_location"] = [{k: e[k] for k in ("location", "location_name", "intensity_g_per_kwh", "year", "co2_g")}
-                           for e in compare_locations(emis["energy_j"], list(COMPARE_LOCATIONS), emis["pue"])]
+                           for e in compare_locations(emis["energy_j"], list(COMPARE_LOCATIONS), emis["pue"])
+                           ] if known_energy else []
     rec = data.manifest.get("recorder") or {}
     return {
         "session": str(data.path), "status": data.status, "duration_s": data.duration_s,

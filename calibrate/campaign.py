@@ -44,6 +44,7 @@ from typing import Any
 from calibrate.storage import write_json_atomic
 
 STATE_FILE = "campaign.json"
+WARMUP_DEFAULT_S = 60.0  # a warm-up without a duration runs this long
 
 
 def _usage(msg: str) -> Exception:
@@ -72,6 +73,18 @@ def load_plan(path: Path) -> dict[str, Any]:
         raise _usage(f"{path}: unknown [campaign] key(s) {', '.join(sorted(unknown))}")
     if not camp.get("meters"):
         raise _usage(f"{path}: [campaign] meters = [...] is required")
+    for key, conv in (("repetitions", int), ("seed", int), ("baseline_s", float), ("cooldown_max_s", float),
+                      ("cooldown_tolerance", float)):
+        if key in camp:
+            try:
+                value = conv(camp[key])
+            except (TypeError, ValueError):
+                raise _usage(f"{path}: [campaign] {key} = {camp[key]!r} is not a number") from None
+            if value < 0 or (key == "repetitions" and value < 1):
+                raise _usage(f"{path}: [campaign] {key} must be {'>= 1' if key == 'repetitions' else '>= 0'}")
+    warm = camp.get("warmup")
+    if warm is not None and (not isinstance(warm, dict) or "workload" not in warm):
+        raise _usage(f"{path}: [campaign.warmup] needs workload = \"...\"")
     for i, r in enumerate(runs):
         if "workload" not in r:
             raise _usage(f"{path}: run {i + 1} has no workload")
@@ -112,7 +125,15 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
     camp = plan["campaign"]
     out = (plan_path.parent / camp.get("out", f"campaigns/{camp.get('name', plan_path.stem)}")).resolve()
     state_path = out / STATE_FILE
-    # validate every workload before anything runs
+    # validate every workload (and the warm-up) before anything runs
+    warm = camp.get("warmup")
+    warm_argv = None
+    if warm:
+        try:
+            wp = validate_params(warm["workload"], {"duration_s": WARMUP_DEFAULT_S, **dict(warm.get("params", {}))})
+        except ValueError as exc:
+            raise _usage(f"{plan_path}: warm-up: {str(exc).splitlines()[0]}") from None
+        warm_argv = (command_for(warm["workload"], wp), float(wp.get("duration_s") or WARMUP_DEFAULT_S))
     params_of = {}
     for i, r in enumerate(plan["run"]):
         try:
@@ -131,12 +152,15 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
                  "order": make_order(plan), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(state_path, state)
 
-    warm = camp.get("warmup")
     todo = [it for it in state["order"] if it["status"] != "complete"]
-    if warm and todo:
-        argv = command_for(warm["workload"], validate_params(warm["workload"], dict(warm.get("params", {}))))
-        print(f"campaign: warm-up ({warm['workload']})", flush=True)
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if warm_argv and todo:
+        argv, seconds = warm_argv
+        print(f"campaign: warm-up ({warm['workload']}, {seconds:.0f} s)", flush=True)
+        try:
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                           timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            print("campaign: the warm-up overran its duration and was stopped", file=sys.stderr)
 
     failures = 0
     for it in state["order"]:
@@ -156,11 +180,11 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
         it["status"] = "running"
         write_json_atomic(state_path, state)
         rc = record(list(camp["meters"]), run["workload"], params, argv, _namespace(camp, session_dir, quiet))
-        if rc == 130:
+        if rc != 0 and _status(session_dir) == "interrupted":
             it["status"] = "interrupted"
             write_json_atomic(state_path, state)
             print(f"campaign interrupted; continue with: calibrate campaign {plan_path} --resume", file=sys.stderr)
-            return 130
+            return 1
         it["status"] = "complete" if rc == 0 else "failed"
         failures += rc != 0
         write_json_atomic(state_path, state)
@@ -176,6 +200,13 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
               f"[95% CI {e.get('ci', [float('nan')] * 2)[0]:.1f}, {e.get('ci', [float('nan')] * 2)[1]:.1f}] over {row['runs']} run(s)")
     print(f"report: {out / 'campaign_report.html'}")
     return 0 if failures == 0 else 1
+
+
+def _status(session_dir: Path) -> str | None:
+    try:
+        return json.loads((session_dir / "session.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:

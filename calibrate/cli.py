@@ -28,7 +28,10 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------- helpers
 def _say(msg: str = "", *, err: bool = False) -> None:
-    print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+    try:
+        print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+    except BrokenPipeError:  # `calibrate run ... | head`: keep recording, stop talking
+        pass
 
 
 def _parse_params(items: Sequence[str]) -> dict[str, str]:
@@ -162,10 +165,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[str],
            args: argparse.Namespace) -> int:
     """Record a session while ``argv`` runs; print progress, the summary table and the path."""
-    from calibrate.bench import cooldown, idle_phase, run_workload, sampled_idle
+    from calibrate.bench import GRACE_S, cooldown, idle_phase, run_workload, sampled_idle
     from calibrate.session import Session
 
+    _check_analysis_options(args)  # before an hour of recording, not after
     meters = _build_meters(uris)
+    names = [m.name for m in meters]
+    if args.reference and args.reference not in names and not any(
+            args.reference.startswith(n + ".") for n in names):
+        for m in meters:
+            m.release()
+        raise UsageError(f"--reference {args.reference!r} is none of the meters ({', '.join(names)})")
     session = Session(meters, out=args.out, uris=uris, reference=args.reference,
                       workload={"name": name, "parameters": params, "argv": argv})
     stop = threading.Event()
@@ -207,8 +217,12 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
     try:
         idle_w = sampled_idle(session, "baseline-before", args.baseline, stop, args.reference)
         if not stop.is_set():
-            run = run_workload(session, argv, params.get("duration_s"), session.path / "workload.log",
-                               stop, progress, phase_name="workload")
+            duration = params.get("duration_s")
+            # an external command is stopped at the duration; a built-in workload keeps its
+            # own clock (it starts after the interpreter) and gets a grace to finish evaluating
+            stop_after = (duration if name == "command" else duration + GRACE_S) if duration else None
+            run = run_workload(session, argv, session.path / "workload.log", stop, progress,
+                               phase_name="workload", stop_after_s=stop_after)
         cooldown(session, idle_w, getattr(args, "cooldown_tolerance", 0.05), getattr(args, "cooldown_max", 0.0),
                  stop, args.reference)
         idle_phase(session, "baseline-after", args.baseline if not stop.is_set() else 0, stop)
@@ -219,6 +233,9 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
     except FileNotFoundError as exc:
         status = "workload_failed"
         _say(f"calibrate: {exc}", err=True)
+    except BaseException:
+        status = "failed"  # whatever went wrong here, the session must not claim to be complete
+        raise
     finally:
         if run is not None:
             session.workload.update({"returncode": run.returncode, "terminated_at_duration": run.terminated,
@@ -244,17 +261,42 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
         _say(f"report: {session.path / 'report.html'}")
     else:
         _say(f"session: {session.path}")
-    return 0 if status == "complete" else (130 if status == "interrupted" else 1)
+    if status == "interrupted":
+        _say(f"calibrate: interrupted; what was recorded is in {session.path}", err=True)
+    return 0 if status == "complete" else 1
 
 
 # --------------------------------------------------------------------------- report / agree
+def _check_analysis_options(args: argparse.Namespace) -> None:
+    """Reject bad --location/--intensity/--pue/--window before any work (exit 2)."""
+    import math
+
+    from analysis.emissions import lookup_intensity
+
+    window = getattr(args, "window", None)
+    if window is not None and not (math.isfinite(window) and window > 0):
+        raise UsageError(f"--window must be a positive number of seconds, got {window}")
+    intensity = getattr(args, "intensity", None)
+    if intensity is not None and not (math.isfinite(intensity) and intensity >= 0):
+        raise UsageError(f"--intensity must be >= 0 g CO2/kWh, got {intensity}")
+    pue = getattr(args, "pue", None)
+    if pue is not None and not (math.isfinite(pue) and pue >= 1):
+        raise UsageError(f"--pue must be >= 1 (facility energy / IT energy), got {pue}")
+    if intensity is None and getattr(args, "location", None):
+        try:
+            lookup_intensity(args.location)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.load import SessionError
 
+    _check_analysis_options(args)
     try:
         summary = _analyse(Path(args.session), args)
-    except SessionError as exc:
-        raise UsageError(str(exc)) from None
+    except (SessionError, ValueError) as exc:  # a bad --reference/--candidate, an unusable session
+        raise UsageError(str(exc).splitlines()[0]) from None
     print_summary_table(summary, Path(args.session))
     _say(f"report: {Path(args.session) / 'report.html'}")
     return 0

@@ -170,7 +170,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for p in args.sessions:
         summary_path = Path(p) / "summary.json"
         if summary_path.exists() and not args.refresh:
-            summary = json.loads(summary_path.read_text())
+            try:
+                summary = json.loads(summary_path.read_text())
+            except ValueError:
+                raise _usage(f"{summary_path} is not valid JSON: run with --refresh to re-analyse") from None
         else:
             _load(p)
             summary = write_report(p, reference=args.reference, location=args.location)

@@ -23,7 +23,14 @@ from typing import Any
 
 from calibrate.clock import midpoint
 from calibrate.storage import TRACE_DIR, EventWriter, TraceWriter
-from drivers.base import Channel, Meter, MeterDisconnected, MeterError, MeterReadError, safe_name
+from drivers.base import (
+    Channel,
+    Meter,
+    MeterConfigError,
+    MeterDisconnected,
+    MeterReadError,
+    safe_name,
+)
 
 RECONNECT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.5
@@ -51,10 +58,7 @@ class Recorder:
 
     def __init__(self, meters: list[Meter], out_dir: Path, events: EventWriter,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
-        names = [m.name for m in meters]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise MeterError(f"two meters are named {', '.join(sorted(dupes))}: add ?name=... to one")
+        self.check_names(meters)
         self.meters = meters
         self.out_dir = Path(out_dir)
         self.events = events
@@ -66,6 +70,14 @@ class Recorder:
         self._thread_cpu: dict[str, float] = {}  # polling thread -> its CPU time (s)
         self._started_ns = 0
         self._stopped_ns = 0
+
+    @staticmethod
+    def check_names(meters: list[Meter]) -> None:
+        """Meter names must be unique (they name the trace files)."""
+        names = [m.name for m in meters]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise MeterConfigError(f"two meters are named {', '.join(sorted(dupes))}: add ?name=... to one")
 
     # -- lifecycle --------------------------------------------------------------------
     def open_all(self) -> None:
@@ -109,6 +121,8 @@ class Recorder:
 
     def stop(self) -> None:
         self._stop.set()
+        for m in self.meters:
+            m.stopping = True  # push meters end a blocking read within a fraction of a second
         for t in self._threads:
             t.join(timeout=10)
         self._stopped_ns = self.clock()
@@ -150,7 +164,10 @@ class Recorder:
         return w
 
     def _flag_all(self, st: MeterState, t_ns: int, rtt_ns: int, code: str, message: str) -> None:
+        if self._stop.is_set() and code in ("timeout", "error", "disconnected"):
+            return  # a read cut short by the stop is not a fault of the meter
         st.faults[code] += 1
+        st.last = {}  # no current value: progress, idle sampling and cool-down must not reuse a stale one
         for w in st.writers.values():
             w.write(t_ns, rtt_ns, None, flag=code)
         if st.faults[code] <= MAX_LOGGED_FAULTS:

@@ -109,9 +109,10 @@ class Session:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> Session:
-        self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / MANIFEST_FILE).exists():
             raise FileExistsError(f"{self.path} already holds a session; choose another --out")
+        Recorder.check_names(self.meters)  # before anything is created on disk
+        self.path.mkdir(parents=True, exist_ok=True)
         self.events = EventWriter(self.path / EVENTS_FILE)
         self.recorder = Recorder(self.meters, self.path, self.events)
         try:

@@ -82,6 +82,8 @@ class TraceWriter:
             cells = "," * (len(self.quantities) - 1) if self.quantities else ""
         line = f"{t_ns},{rtt_ns},{flag},{cells}\n"
         with self._lock:
+            if self._fh.closed:  # a straggling thread after stop: nothing more to record
+                return
             self._fh.write(line)
             self._dirty = True
             self.rows += 1

@@ -138,6 +138,9 @@ class Meter(ABC):
         if not (self.interval_s > 0):
             raise MeterConfigError(f"{self.name}: interval must be > 0 s, got {interval_s!r}")
         self.channels: list[Channel] = []
+        #: set by the recorder when the session stops: a driver blocked waiting for a push
+        #: meter's next value checks it and gives up (MeterReadError code "timeout")
+        self.stopping = False
         #: things the user should know (assumed defaults, modelled values); the CLI prints them
         self.notes: list[str] = []
 

@@ -28,7 +28,9 @@ SCALE = {"W": 0.1, "V": 0.1, "A": 0.001, "WH": 0.1, "Wmax": 0.1, "Vmax": 0.1, "A
 QUANTITIES = {"power_w": "W", "voltage_v": "V", "current_a": "A", "pf": "PF", "freq_hz": "Hz",
               "apparent_va": "VA"}
 WH_RESOLUTION_J = 0.1 * 3600.0
-MAX_W = 1850.0  # the Pro's rating (15 A at 120 V); a higher reading is garbage
+#: plausibility ceiling (W): a 16 A, 230 V socket; the 120 V Pro is rated 1800 W.  A higher
+#: value is line noise, not a reading (``max_w=`` in the URI changes it)
+MAX_W = 3700.0
 
 
 def command(cmd: str, sub: str, *args: str) -> bytes:
@@ -79,8 +81,9 @@ class WattsUpMeter(Meter):
 
     def __init__(self, port: str, name: str | None = None, interval_s: float | None = None,
                  baudrate: int = 115200, parity: str = "N", stopbits: float = 1,
-                 open_port: Any = None) -> None:
+                 open_port: Any = None, max_w: float = MAX_W) -> None:
         super().__init__(name, interval_s)
+        self.max_w = float(max_w)
         self.log_interval = max(1, round(self.interval_s))
         if self.log_interval != self.interval_s:
             self.notes.append(f"{self.name}: Watts Up? logs in whole seconds; using {self.log_interval} s")
@@ -93,6 +96,11 @@ class WattsUpMeter(Meter):
         self.ser: Any = None
         self._buf = b""
         self.identity: str | None = None
+
+    @classmethod
+    def uri_options(cls, uri: Any) -> dict[str, Any]:
+        """Driver options from ``serial:PORT?protocol=wattsup&max_w=W``."""
+        return {"max_w": uri.take("max_w", MAX_W, float)}
 
     def open(self) -> list[Channel]:
         self.close()
@@ -132,7 +140,7 @@ class WattsUpMeter(Meter):
                     return text.decode("ascii").strip(), self._arrival_ns
                 except UnicodeDecodeError:
                     raise MeterReadError(f"non-ASCII bytes {raw[:20]!r}", code="garbage") from None
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.stopping:
                 raise MeterReadError(f"{self.port}: no packet within {self.log_interval * 3} s", code="timeout")
             try:
                 chunk = self.ser.read(max(1, self.ser.in_waiting or 1))
@@ -165,8 +173,8 @@ class WattsUpMeter(Meter):
         watts = fields["W"]
         if watts is None:
             raise MeterReadError("data packet has no watts field", code="nan")
-        if not 0.0 <= watts <= MAX_W:
-            raise MeterReadError(f"{watts} W is outside 0..{MAX_W} W", code="range")
+        if not 0.0 <= watts <= self.max_w:
+            raise MeterReadError(f"{watts} W is outside 0..{self.max_w} W (max_w=)", code="range")
         values: dict[str, float] = {}
         for q, f in QUANTITIES.items():
             if fields.get(f) is not None:

@@ -60,13 +60,15 @@ def test_sigkill_keeps_what_was_flushed_and_report_works(tmp_path) -> None:
     rows_before = trace.read_text().count("\n")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    for line in (out / "events.jsonl").read_text().splitlines():  # the orphaned workload
-        ev = json.loads(line)
-        if ev["kind"] == "workload_started":
-            try:
-                os.killpg(ev["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    pid = next(json.loads(x)["pid"] for x in (out / "events.jsonl").read_text().splitlines()
+               if json.loads(x)["kind"] == "workload_started")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    alive = _alive(pid)
+    if alive:
+        os.killpg(pid, signal.SIGKILL)
+    assert not alive, "the workload outlived the killed recorder"
     assert rows_before >= 5
     data = load_session(out)
     assert data.status == "incomplete"
@@ -77,6 +79,14 @@ def test_sigkill_keeps_what_was_flushed_and_report_works(tmp_path) -> None:
     assert summary["status"] == "incomplete"
     assert any("incomplete" in w for w in summary["warnings"])
     assert "incomplete" in (out / "report.html").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 def test_agree_on_a_published_bland_altman_example(shared_data, tmp_path) -> None:

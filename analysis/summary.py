@@ -183,8 +183,9 @@ def _workload_energy(ref: Series, span: tuple[float, float] | None, warnings: li
     if not np.isfinite(e) or covered <= 0:
         warnings.append(f"the reference {ref.id} has no data in the workload phase: its energy is unknown")
         return None, b - a
-    if covered < 0.99 * (b - a):
-        missing = (b - a) - covered
+    missing = (b - a) - covered
+    edge = 2.0 * (ref.interval_s + (ref.window_s or 0.0))  # a first/last sample's worth at the ends
+    if missing > max(edge, 0.01 * (b - a)):
         if covered < 0.5 * (b - a):
             warnings.append(f"the reference {ref.id} measured only {covered:.0f} s of the {b - a:.0f} s workload: "
                             "energy and CO2 not reported")
@@ -192,7 +193,7 @@ def _workload_energy(ref: Series, span: tuple[float, float] | None, warnings: li
         warnings.append(f"the reference {ref.id} missed {missing:.1f} s of the workload phase; its energy is "
                         "extrapolated over the gap at the phase's measured mean power")
         return e * (b - a) / covered, b - a
-    return e, b - a
+    return e * (b - a) / covered, b - a  # scaled over the edge samples: within one interval
 
 
 def _parse_candidate(expr: str, known: list[str]) -> list[str]:

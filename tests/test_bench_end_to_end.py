@@ -66,9 +66,10 @@ def test_sigkill_keeps_what_was_flushed_and_report_works(tmp_path) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
     alive = _alive(pid)
+    state = "".join(x for x in open(f"/proc/{pid}/status") if x.startswith(("Sig", "Shd", "PPid"))) if alive else ""
     if alive:
         os.killpg(pid, signal.SIGKILL)
-    assert not alive, "the workload outlived the killed recorder"
+    assert not alive, f"the workload outlived the killed recorder: {state}"
     assert rows_before >= 5
     data = load_session(out)
     assert data.status == "incomplete"

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import NoReturn
 
-from . import _stop, registry
+from . import _stop, events, registry
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if spec.category != "command" and command:
             raise ValueError(f"{name} takes no command after `--` (only the command workload does)")
         _stop.install()
+        if os.environ.get(events.ENV_FD):  # started by the recorder: do not outlive it
+            _stop.watch_parent()
         if spec.category == "cnn":
             from . import cnn
 

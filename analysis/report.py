@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis import plots
 from analysis.load import SessionData, load_session
-from analysis.summary import _json_safe, series_of, summarize
+from analysis.summary import _json_safe, series_of, summarize, to_reference_clock
 
 
 def write_report(path: str | Path, reference: str | None = None, candidates: list[str] | None = None,
@@ -114,7 +114,7 @@ def render_html(data: SessionData, summary: dict[str, Any]) -> str:
         if len(tr.ok) < 2:
             continue
         s = series_of(tr)
-        traces[cid] = (s.t_p - (lags.get(cid, {}).get("lag_s") or 0.0), s.p)
+        traces[cid] = (to_reference_clock(s.t_p, lags.get(cid)), s.p)
     parts.append("<h2>Power traces</h2><p class=muted>Candidates shifted by their estimated lag; phases shaded.</p>")
     parts.append(f'<div class="fig">{_img(plots.power_traces(traces, data.phases(), ref), "power traces")}</div>')
 

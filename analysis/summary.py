@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.agreement import agreement
-from analysis.align import estimate_lag, power_series
+from analysis.align import align, estimate_drift, estimate_lag, power_series
 from analysis.emissions import accuracy_per_kwh, compare_locations, emissions
 from analysis.load import ChannelTrace, SessionData
 from analysis.regression import ols
@@ -27,6 +27,7 @@ from analysis.windows import choose_window_s, common_windows, window_energies
 COMPARE_LOCATIONS = ("SE", "FR", "GB", "US", "DE", "CN", "IN", "WORLD")
 BASELINE_PHASES = ("baseline-before", "baseline-after", "idle")
 RAMP_TRIM_S = 2.0
+MIN_DRIFT_PPM = 100.0  # a smaller drift is left alone (a common quartz is within 50 ppm)
 #: the contract's keys, all null, for a pair with too few windows to compare
 EMPTY_AGREEMENT: dict[str, Any] = {
     "bland_altman": {"n": 0, "bias": None, "sd": None, "loa_low": None, "loa_high": None,
@@ -111,14 +112,20 @@ def series_of(trace: ChannelTrace) -> Series:
                   _gaps(trace), interval, window, res)
 
 
-def _energies(s: Series, windows: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
-    """Energy (J) per window (rows t0, t1, s) of ``s`` shifted onto the reference clock by ``shift_s``."""
-    return np.asarray(window_energies(windows, s.t_s - shift_s, energy_j=s.energy_j, power_w=s.power_w,
+def to_reference_clock(t_s: np.ndarray, lag: dict[str, Any] | None) -> np.ndarray:
+    """A candidate's stamps (s) on the reference clock: its lag and, if estimated, its drift."""
+    if not lag:
+        return np.asarray(t_s, float)
+    return align(t_s, lag["lag_s"], lag.get("drift_ppm") or 0.0, lag.get("t0_s") or 0.0)
+
+
+def _energies(s: Series, windows: np.ndarray, lag: dict[str, Any] | None = None) -> np.ndarray:
+    """Energy (J) per window (rows t0, t1, s) of ``s``, mapped onto the reference clock by ``lag``."""
+    return np.asarray(window_energies(windows, to_reference_clock(s.t_s, lag), energy_j=s.energy_j, power_w=s.power_w,
                                       power_window_s=s.window_s, energy_resolution_j=s.resolution_j), float)
 
 
-def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf, shift_s: float = 0.0
-                   ) -> tuple[float, float]:
+def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf) -> tuple[float, float]:
     """(energy J, seconds covered) of ``s`` within [t0, t1], over the spans that have data.
 
     Gaps (disconnections, silences) are left out, not filled: the caller sees how much of
@@ -128,13 +135,12 @@ def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf, shift_s: 
         return float("nan"), 0.0
     # reported power averages the window before its stamp: the trace covers [t0 - w/2, tN - w/2]
     half = 0.5 * (s.window_s or 0.0) if not s.use_counter else 0.0
-    a = max(t0, float(s.t_s[0]) - half - shift_s)
-    b = min(t1, float(s.t_s[-1]) - half - shift_s)
-    gaps = [(g0 - shift_s, g1 - shift_s) for g0, g1 in s.gaps]
-    spans = _ok_spans(a, b, gaps) if b > a else []
+    a = max(t0, float(s.t_s[0]) - half)
+    b = min(t1, float(s.t_s[-1]) - half)
+    spans = _ok_spans(a, b, s.gaps) if b > a else []
     if not spans:
         return float("nan"), 0.0
-    e = _energies(s, np.asarray(spans, float), shift_s)
+    e = _energies(s, np.asarray(spans, float))
     ok = np.isfinite(e)
     if not ok.any():
         return float("nan"), 0.0
@@ -157,11 +163,11 @@ def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tup
     return [(a, b) for a, b in spans if b - a > 0]
 
 
-def _mean_power(s: Series, spans: list[tuple[float, float]], shift_s: float = 0.0) -> float | None:
+def _mean_power(s: Series, spans: list[tuple[float, float]]) -> float | None:
     """Mean power (W) over the measured parts of ``spans``."""
     e, dur = 0.0, 0.0
     for a, b in spans:
-        v, covered = covered_energy(s, a, b, shift_s)
+        v, covered = covered_energy(s, a, b)
         if np.isfinite(v) and covered > 0:
             e += v
             dur += covered
@@ -232,8 +238,36 @@ def default_window_s(chans: list[Series]) -> float:
     return float(min(chosen, max(2.0 * slowest, span / 10.0)))
 
 
-def lag_against(ref: Series, s: Series, max_lag_s: float, warnings: list[str]) -> dict[str, Any]:
-    """The lag of ``s`` against the reference, as applied (0 s when weak or unusable, and said)."""
+def lag_against(ref: Series, s: Series, max_lag_s: float, warnings: list[str],
+                own_clock: bool = False) -> dict[str, Any]:
+    """The lag of ``s`` against the reference, as applied (0 s when weak or unusable, and said).
+
+    ``own_clock``: the channel's stamps come from its own clock (imported traces), so a
+    linear drift is estimated too and applied when it is clearly there.
+    """
+    lag = _lag_only(ref, s, max_lag_s, warnings)
+    if own_clock and lag.get("applied"):
+        lag.update(_drift(ref, s, max_lag_s, lag, warnings))
+    return lag
+
+
+def _drift(ref: Series, s: Series, max_lag_s: float, lag: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Drift (ppm) of a channel on its own clock; applied if its 95 % CI excludes 0 and it
+    exceeds MIN_DRIFT_PPM (a good quartz is within about 50 ppm)."""
+    try:
+        d = estimate_drift(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max(min(max_lag_s, 10.0), 1.0))
+    except ValueError as exc:
+        return {"drift_ppm": 0.0, "drift_note": f"not estimated ({str(exc).splitlines()[0]})"}
+    lo, hi = d.drift_ci_ppm
+    if abs(d.drift_ppm) >= MIN_DRIFT_PPM and (lo > 0 or hi < 0):
+        warnings.append(f"{s.id} keeps its own time: clock drift {d.drift_ppm:.0f} ppm "
+                        f"[{lo:.0f}, {hi:.0f}] corrected")
+        return {"lag_s": float(d.lag_s), "drift_ppm": float(d.drift_ppm), "t0_s": float(d.t0_s),
+                "drift_ci_ppm": [float(lo), float(hi)]}
+    return {"drift_ppm": 0.0, "drift_estimate_ppm": float(d.drift_ppm), "drift_ci_ppm": [float(lo), float(hi)]}
+
+
+def _lag_only(ref: Series, s: Series, max_lag_s: float, warnings: list[str]) -> dict[str, Any]:
     try:
         # a lag longer than a quarter of the overlap rests on too few samples to trust
         span = min(ref.t_s[-1], s.t_s[-1]) - max(ref.t_s[0], s.t_s[0])
@@ -281,7 +315,9 @@ def window_table(data: SessionData, reference: str | None, components: list[str]
         raise ValueError(f"{data.path}: no usable channel {missing[0]!r}; channels: {', '.join(data.channels)}")
     series = {c: series_of(data.channels[c]) for c in ids}
     win = float(window_s) if window_s else default_window_s([series[c] for c in ids])
-    lags = {c: lag_against(series[ref_id], series[c], max_lag_s, warnings) for c in components}
+    own = data.status == "imported"
+    lags = {c: lag_against(series[ref_id], series[c], max_lag_s, warnings,
+                           own or bool(data.channels[c].info.get("own_clock"))) for c in components}
     boundaries, exclude = _cuts(data.phases(), win, list(series.values()))
     wins, ref_w, comp_w = paired_windows(series[ref_id], {c: series[c] for c in components}, lags, win,
                                          boundaries, exclude)
@@ -314,14 +350,15 @@ def paired_windows(ref: Series, comps: dict[str, Series], lags: dict[str, Any], 
 
     Components are shifted onto the reference clock by their lag; W is window energy / length.
     """
-    start = max([ref.t_s[0]] + [s.t_s[0] - lags[c]["lag_s"] for c, s in comps.items()])
-    end = min([ref.t_s[-1]] + [s.t_s[-1] - lags[c]["lag_s"] for c, s in comps.items()])
+    ends = {c: to_reference_clock(s.t_s[[0, -1]], lags[c]) for c, s in comps.items()}
+    start = max([ref.t_s[0]] + [e[0] for e in ends.values()])
+    end = min([ref.t_s[-1]] + [e[1] for e in ends.values()])
     # the ramp after a boundary lasts about the meters' averaging windows, which are well
     # under the comparison window: trim half a window, at most RAMP_TRIM_S
     trim = min(RAMP_TRIM_S, 0.5 * window_s)
     wins = common_windows(start, end, window_s, exclude=exclude, boundaries_s=boundaries, trim_s=trim)
     ref_e = _energies(ref, wins)
-    comp_e = {c: _energies(s, wins, lags[c]["lag_s"]) for c, s in comps.items()}
+    comp_e = {c: _energies(s, wins, lags[c]) for c, s in comps.items()}
     ok = np.isfinite(ref_e)
     for e in comp_e.values():
         ok &= np.isfinite(e)
@@ -372,7 +409,9 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     all_ids = {ref_id, *[c for parts in cands.values() for c in parts]}
     win = float(window_s) if window_s else default_window_s([series[c] for c in all_ids])
 
-    lags = {cid: lag_against(ref, series[cid], max_lag_s, warnings)
+    own = data.status == "imported"
+    lags = {cid: lag_against(ref, series[cid], max_lag_s, warnings,
+                             own or bool(data.channels[cid].info.get("own_clock")))
             for cid in sorted({c for parts in cands.values() for c in parts})}
     boundaries, exclude = _cuts(phases, win, [series[c] for c in all_ids])
     agreement_list: list[dict[str, Any]] = []

@@ -38,3 +38,20 @@ def test_imported_run_reproduces_the_published_calibration(shared_data, tmp_path
     # the two clocks differ: a lag is found and applied, and agreement beats the per-sample r
     assert a["lag_s"] is not None and s["lags"][tool]["applied"]
     assert a["pearson_r"] > pub["r"]
+
+
+def test_a_tool_that_keeps_its_own_time_has_its_drift_corrected(shared_data, tmp_path) -> None:
+    """Energy Scope's stamps step exactly 0.5 s: computed from a nominal period, so its clock
+    drifts against the wall meter's (about -2600 ppm in this run)."""
+    real = shared_data / "realdata"
+    out = tmp_path / "es"
+    cp = run_cli("import", "--trace", f"wall={real / 'jay2023_gpu_energyscope_wall.csv'}@wall",
+                 "--trace", f"es={real / 'jay2023_gpu_energyscope_tool.csv'}@gpu",
+                 "--reference", "wall", "--out", str(out), "--report")
+    assert cp.returncode == 0, cp.stderr
+    s = json.loads((out / "summary.json").read_text())
+    lag = s["lags"]["es"]
+    lo, hi = lag["drift_ci_ppm"]
+    assert -3500 < lag["drift_ppm"] < -1800 and hi < 0
+    assert any("drift" in w and "corrected" in w for w in s["warnings"])
+    assert s["agreement"][0]["pearson_r"] > 0.995

@@ -85,3 +85,36 @@ def test_agree_with_a_missing_column(tmp_path) -> None:
     p = tmp_path / "d.csv"
     p.write_text("a,b\n1,2\n2,3\n3,5\n")
     _one_line_error(run_cli("agree", str(p), "--reference", "a", "--candidate", "zz"), "no column 'zz'")
+
+
+@pytest.mark.parametrize("opts, needle", [
+    (["--location", "Atlantis"], "unknown location"),
+    (["--window", "nan"], "--window"),
+    (["--window", "-5"], "--window"),
+    (["--pue", "0.5"], "--pue"),
+    (["--intensity", "-1"], "--intensity"),
+    (["--reference", "nope"], "nope"),
+])
+def test_bad_analysis_options_are_refused_before_recording(tmp_path, opts, needle) -> None:
+    _one_line_error(run_cli("run", "--meter", "cpu-model", "--workload", "idle", "--duration", "60",
+                            "--out", str(tmp_path / "s"), *opts), needle)
+    assert not (tmp_path / "s").exists()  # refused before anything was recorded
+
+
+def test_two_meters_with_one_name(tmp_path) -> None:
+    _one_line_error(run_cli("run", "--meter", "cpu-model", "--meter", "cpu-model", "--workload", "idle",
+                            "--out", str(tmp_path / "s")), "two meters are named cpu-model")
+    assert not (tmp_path / "s").exists()
+
+
+def test_report_with_a_bad_reference_or_candidate(tmp_path) -> None:
+    import json
+
+    from tests.test_analysis_pipeline import write_session
+
+    write_session(tmp_path / "s")
+    _one_line_error(run_cli("report", str(tmp_path / "s"), "--reference", "nope"), "nope")
+    _one_line_error(run_cli("report", str(tmp_path / "s"), "--candidate", "gpu+zz"), "zz")
+    ok = run_cli("report", str(tmp_path / "s"), "--candidate", "gpu", "--location", "FR")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["emissions"]["location"] == "FRA"

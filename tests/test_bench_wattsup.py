@@ -124,3 +124,16 @@ def test_session_survives_an_unplugged_meter_and_records_the_gap(tmp_path) -> No
     after = ok[ok["t_ns"] > reconnected_ns]
     assert len(before) >= 1 and len(after) >= 2  # nothing before lost, and the session went on
     assert (ok["power_w"] - 100.0).abs().max() < 0.15
+
+
+def test_stopping_does_not_wait_for_a_silent_push_meter(tmp_path) -> None:
+    from calibrate.session import Session
+
+    meter = make_meter("sim:wattsup?faults=silent:1&interval=5")  # never sends a packet
+    s = Session([meter], out=tmp_path / "s").start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    s.stop()
+    assert time.monotonic() - t0 < 2.0  # not the 15 s read timeout
+    text = (tmp_path / "s" / "traces" / "wattsup.csv").read_text()
+    assert "timeout" not in text  # a read cut short by the stop is not a meter fault

@@ -126,6 +126,14 @@ class SimMeter(Meter):
         self.push = self.inner.push  # type: ignore[misc]
         self.notes = self.inner.notes
 
+    @property  # type: ignore[override]
+    def stopping(self) -> bool:
+        return self.inner.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:  # the recorder's stop reaches the real driver
+        self.inner.stopping = value
+
     def open(self) -> list[Channel]:
         self.channels = self.inner.open()
         return self.channels

@@ -159,6 +159,15 @@ def render_html(data: SessionData, summary: dict[str, Any]) -> str:
                               *[_n(p.get(c), 1) for c in chans]] for p in phases[:200]]))
         parts.append(f'<div class="fig">{_img(plots.phase_energy_plot(phases, chans), "energy per phase")}</div>')
 
+    # training epochs: energy and metrics side by side
+    epochs = wl.get("epochs") or []
+    if epochs:
+        keys = [k for k in dict.fromkeys(k for r in epochs for k in r) if k not in ("epoch",)]
+        parts.append("<h2>Training epochs</h2>")
+        parts.append(_table(["epoch", *[k.replace("_", " ") for k in keys]],
+                            [[html.escape(str(r["epoch"])), *[_n(r.get(k), 3) for k in keys]] for r in epochs[:500]]))
+        parts.append(f"<p class=muted>energy: {html.escape(ref)} over the epoch phase (J).</p>")
+
     # workload & emissions
     em = summary.get("emissions") or {}
     parts.append("<h2>Workload, energy and CO<sub>2</sub></h2>")

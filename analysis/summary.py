@@ -174,6 +174,27 @@ def _mean_power(s: Series, spans: list[tuple[float, float]]) -> float | None:
     return e / dur if dur > 0 else None
 
 
+def epoch_table(data: SessionData, phase_rows: list[dict[str, Any]], ref_id: str) -> list[dict[str, Any]]:
+    """One row per training epoch: its duration (s), reference energy (J) and the workload's
+    metrics for the epoch and its evaluation (loss, accuracy, val_accuracy, images/s)."""
+    ev = data.events
+    if not len(ev) or "name" not in ev:
+        return []
+    metrics = ev[ev["kind"] == "metric"]
+    rows = []
+    for p in phase_rows:
+        name = str(p["phase"])
+        if not name.startswith("epoch-"):
+            continue
+        n = name.split("-", 1)[1]
+        row: dict[str, Any] = {"epoch": n, "duration_s": p["duration_s"], "energy_j": p.get(ref_id)}
+        for _, m in metrics[metrics.get("phase").isin([name, f"eval-{n}"])].iterrows():
+            if isinstance(m.get("value"), (int, float)) and np.isfinite(m["value"]):
+                row[str(m["name"])] = float(m["value"])
+        rows.append(row)
+    return rows
+
+
 def _workload_energy(ref: Series, span: tuple[float, float] | None, warnings: list[str]
                      ) -> tuple[float | None, float]:
     """Reference energy (J) of the workload phase and its duration (s).
@@ -459,6 +480,7 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
             row[cid] = e if covered >= 0.99 * (b - a) else None  # a phase with a gap has no total
             row[f"{cid}:covered_s"] = covered
         phase_rows.append(row)
+    workload["epochs"] = epoch_table(data, phase_rows, ref_id)
     known_energy = ref_workload_j is not None and np.isfinite(ref_workload_j)
     emis = emissions(ref_workload_j if known_energy else 0.0, location, intensity, pue)
     if not known_energy:  # unknown energy has unknown CO2, never 0 g

@@ -124,3 +124,19 @@ def test_a_gap_in_the_reference_is_left_out_not_counted_as_zero(tmp_path) -> Non
     assert any("missed" in w for w in s["warnings"])
     gap_phase = next(p for p in s["phases"] if p["phase"] == "workload")
     assert gap_phase["wattsup"] is None and gap_phase["wattsup:covered_s"] < gap_phase["duration_s"] - 2.5
+
+
+def test_cnn_training_session_reports_accuracy_and_energy_per_epoch(tmp_path) -> None:
+    out = tmp_path / "cnn"
+    cp = run_cli("run", "--meter", "sim:wattsup", "--meter", "cpu-model", "--workload", "tinyvgg",
+                 "--epochs", "3", "--batch-size", "16", "--image-size", "16", "-p", "train_size=256",
+                 "--baseline", "1", "--out", str(out), "-q")
+    assert cp.returncode == 0, cp.stderr
+    s = json.loads((out / "summary.json").read_text())
+    wl = s["workload"]
+    assert wl["name"] == "tinyvgg" and wl["accuracy"] > 0.3  # chance is 0.1 on the generated set
+    assert wl["images_per_s"] > 0 and wl["accuracy_per_kwh"] > 0
+    assert [r["epoch"] for r in wl["epochs"]] == ["1", "2", "3"]
+    assert all(r["loss"] > 0 and "val_accuracy" in r for r in wl["epochs"])
+    assert "Training epochs" in (out / "report.html").read_text()
+    assert "accuracy" in cp.stdout

@@ -2,7 +2,7 @@
 
 Each meter is polled at its own interval: serial, network and push meters in a thread
 of their own (push meters, which send a value per interval on their own, are read back
-to back), meters whose reads never block (sysfs, /proc, NVML) together in one thread.
+to back), meters whose reads never block (sysfs, /proc) together in one thread.
 A polled sample is stamped at
 the midpoint of request and reply on the session clock and the round trip is kept.
 Faults never stop a session: a failed poll writes a flagged row and is counted; a meter
@@ -104,7 +104,7 @@ class Recorder:
                 self._writer(st, ch)
             self.states[m.name] = st
         self._started_ns = self.clock()
-        # Meters whose reads never block (sysfs, /proc, NVML, in-process) share one thread:
+        # Meters whose reads never block (sysfs, /proc, in-process) share one thread:
         # each still runs at its own interval, and every wake-up saved is CPU not spent
         # perturbing the measurement.  Serial, network and push meters get a thread each,
         # so a slow or silent device never delays another.

@@ -128,7 +128,7 @@ class Meter(ABC):
     #: True for meters that send a value per interval on their own: the recorder then
     #: calls ``read()`` back to back (it blocks until the next value) instead of sleeping.
     push: ClassVar[bool] = False
-    #: True for meters whose reads never block (sysfs, /proc, NVML, in-process): the recorder
+    #: True for meters whose reads never block (sysfs, /proc, in-process): the recorder
     #: polls them together in one thread, which saves a wake-up per meter and poll.
     local: ClassVar[bool] = False
 

@@ -80,7 +80,8 @@ class Gpu:
 class NvmlMeter(Meter):
     """NVIDIA GPUs via NVML; ``indices`` None = all GPUs.  ``nvml``: a pynvml-like module."""
 
-    local = True  # reads never block: polled in the recorder's shared local thread
+    # not `local`: NVML calls can stall for seconds when a GPU falls off the bus, and that
+    # must not delay the RAPL and utilisation polls, so NVML keeps a polling thread of its own
 
     kind = "nvml"
     default_interval_s = 0.2  # NVML power refreshes every 20-100 ms; energy is cumulative

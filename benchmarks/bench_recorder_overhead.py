@@ -114,6 +114,11 @@ def plain_threads(meters: list[Meter], seconds: float, out: Path) -> tuple[float
             sum(r[2] for r in results.values()))
 
 
+#: CPU of the recorder's polls alone (read + write), without its threads' wake-ups: measured
+#: the way CodeCarbon's scheduled calls are (its timer threads' start-ups are not counted)
+RECORDER_WORK_S = [0.0]
+
+
 def recorder_run(meters: list[Meter], seconds: float, out: Path) -> tuple[float, int, int]:
     from calibrate.recorder import Recorder
     from calibrate.storage import EventWriter
@@ -126,6 +131,7 @@ def recorder_run(meters: list[Meter], seconds: float, out: Path) -> tuple[float,
     rec.stop()
     events.close()
     s = rec.summary()
+    RECORDER_WORK_S[0] = sum(m["cpu_s"] for m in s["meters"].values())
     samples = sum(m["samples"] for m in s["meters"].values())
     faults = sum(sum(m["faults"].values()) for m in s["meters"].values())
     return s["cpu_s"], samples, faults
@@ -192,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
               f"start-up {cc_start_cpu:.2f} s CPU, not counted)")
         if cc_frac > 0:
             print(f"ratio recorder / CodeCarbon = {frac / cc_frac:.2f}")
+        if not args.plain and cc_frac > 0:
+            w_frac = RECORDER_WORK_S[0] / wall
+            print(f"work only, both measured per call (no wake-ups): recorder {100 * w_frac:.3f} % vs "
+                  f"CodeCarbon {100 * cc_frac:.3f} % of one core; ratio {w_frac / cc_frac:.2f}")
     print(f"whole process (incl. fake counter threads) {100 * proc / wall:.1f} % of one core")
     return 0
 

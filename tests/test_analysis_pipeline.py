@@ -160,3 +160,32 @@ def test_a_constant_candidate_gets_an_offset_not_a_gain() -> None:
     assert "no gain" in cal["note"]
     varying = calibration_fit(2.0 * ref + 5.0, ref)
     assert varying["slope"] == pytest.approx(2.0) and varying["intercept"] == pytest.approx(5.0)
+
+
+def test_characterize_recovers_update_period_window_and_delay(tmp_path: Path) -> None:
+    """A square-wave session with phase markers at the load edges: characterize each meter."""
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "sq"
+    write_session(folder)
+    # mark every load edge as the calibration loads do (high / low phases)
+    edges = [20.37 + 20.0 * k + d for k in range(11) for d in (0.0, 12.0) if 20.37 + 20.0 * k + d < 235]
+    events = []
+    for a, b in zip(edges, edges[1:]):
+        name = "high" if round((a - 20.37) % 20.0, 6) == 0 else "low"
+        events += [{"t_ns": START_NS + int(a * 1e9), "kind": "phase_start", "phase": name},
+                   {"t_ns": START_NS + int(b * 1e9), "kind": "phase_end", "phase": name}]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    cp = run_cli("characterize", str(folder), "--json")
+    assert cp.returncode == 0, cp.stderr
+    rows = {r["channel"]: r for r in json.loads(cp.stdout)}
+    wall = rows["wall"]
+    assert wall["update_period_s"] == pytest.approx(1.0, abs=0.05)
+    # it averages the second before its stamp; sampled at 1 Hz with every edge at the same phase
+    # of the sample grid (a 20 s period), the ramp is seen through two samples at most
+    assert 0.5 <= wall["window_s"] <= 2.0
+    assert wall["n_edges"] >= 10
+    # the GPU meter follows the load 0.7 s early (negative delay in the truth), RAPL 1.5 s late
+    assert rows["rapl.package-0"]["response_lag_s"] == pytest.approx(1.5, abs=0.3)
+    assert rows["gpu"]["response_lag_s"] == pytest.approx(-0.7, abs=0.3)
+    assert rows["gpu"]["update_period_s"] == pytest.approx(0.5, abs=0.05)

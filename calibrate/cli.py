@@ -71,6 +71,10 @@ def print_summary_table(summary: dict[str, Any], path: Path) -> None:
         _say(f"  agreement with {ref} (candidate - reference, over {agreement[0].get('window_s', 0):.0f} s windows):")
         for a in agreement:
             ba, reg = a.get("bland_altman", {}), a.get("regression", {})
+            if ba.get("bias") is None:
+                _say(f"    {a['candidate']}: not compared: {a.get('error', 'no common windows')} "
+                     "(record longer, or pass a shorter --window)")
+                continue
             cal = a.get("calibration", {})
             _say(f"    {a['candidate']}: lag {_fmt(a.get('lag_s'), ' s', 2)}, n={a.get('n_windows')}, "
                  f"bias {_fmt(ba.get('bias'), ' W')} [LoA {_fmt(ba.get('loa_low'), '')}, {_fmt(ba.get('loa_high'), ' W')}], "

@@ -15,6 +15,8 @@ reference = "wattsup"
 repetitions = 2
 seed = 3
 baseline_s = 1
+cooldown_max_s = 4
+cooldown_tolerance = 0.5
 window_s = 1
 out = "camp"
 
@@ -55,6 +57,11 @@ def test_campaign_runs_resumes_and_aggregates(tmp_path) -> None:
     assert [x["status"] for x in state["order"]] == ["complete"] * 4
     for it in state["order"]:
         assert (out / it["id"] / "summary.json").exists()
+        phases = [p["phase"] for p in json.loads((out / it["id"] / "summary.json").read_text())["phases"]]
+        assert phases[0] == "baseline-before" and "cooldown" in phases and phases[-1] == "baseline-after"
+        cool = [json.loads(x) for x in (out / it["id"] / "events.jsonl").read_text().splitlines()
+                if '"cooldown"' in x and '"phase_end"' in x][0]
+        assert cool["waited_s"] <= 4.6  # bounded
     report = json.loads((out / "campaign_report.json").read_text())
     assert {w["workload"]: w["runs"] for w in report["per_workload"]} == {"idle": 2, "square": 2}
     sq = next(w for w in report["per_workload"] if w["workload"] == "square")

@@ -5,8 +5,8 @@ Runs the same training loop (:func:`workloads.cnn.train`) alternately
 * bare: events dropped (``emit`` is a no-op), no other threads;
 * instrumented: events written through a real pipe (``CALIBRATE_EVENTS_FD``, the
   protocol of :mod:`workloads.events`) drained by a reader thread that parses every line,
-  plus 3 threads polling cheap meters every ``--poll-s`` s (the ``cpu-model`` meter when
-  drivers.cpu_model is importable, else /proc/stat readers);
+  while calibrate's own Session records a simulated Watts Up? and two cpu-model meters
+  (every ``--poll-s`` s) in this same process (``--threads``: 3 bare polling threads);
 
 and prints each run's training images/s (warm-up excluded) and the median ratio
 instrumented / bare (target >= 0.97).
@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=4, help="bare/instrumented pairs")
     ap.add_argument("--poll-s", type=float, default=0.1, help="meter polling period, s")
+    ap.add_argument("--threads", action="store_true", help="bare polling threads instead of calibrate's Session")
     args = ap.parse_args()
 
     read_fd, write_fd = os.pipe()
@@ -104,16 +105,34 @@ def main() -> int:
         return None
 
     def instrumented() -> float:
-        stop = threading.Event()
-        pollers, kinds[0] = _pollers(stop, args.poll_s, counts)
-        for t in pollers:
-            t.start()
-        try:
-            return train(params, emit=events.emit, verbose=False)["images_per_s"]
-        finally:
-            stop.set()
+        if args.threads:
+            stop = threading.Event()
+            pollers, kinds[0] = _pollers(stop, args.poll_s, counts)
             for t in pollers:
-                t.join()
+                t.start()
+            try:
+                return train(params, emit=events.emit, verbose=False)["images_per_s"]
+            finally:
+                stop.set()
+                for t in pollers:
+                    t.join()
+        # calibrate's own recorder in this very process (stricter than `calibrate run`, where
+        # the workload has a process of its own): a simulated Watts Up? on a pty and two
+        # cpu-model meters at --poll-s, traces written and flushed as in a session
+        import tempfile
+
+        from calibrate.session import Session
+
+        kinds[0] = "calibrate Session (sim:wattsup + 2 cpu-model)"
+        with tempfile.TemporaryDirectory() as tmp:
+            s = Session(["sim:wattsup", f"cpu-model?interval={args.poll_s}",
+                         f"cpu-model?name=cpu2&interval={args.poll_s}"], out=Path(tmp) / "s").start()
+            try:
+                return train(params, emit=events.emit, verbose=False)["images_per_s"]
+            finally:
+                s.stop()
+                assert s.recorder is not None
+                counts["polls"] += sum(st.samples for st in s.recorder.states.values())
 
     def plain() -> float:
         return train(params, emit=noop, verbose=False)["images_per_s"]
@@ -134,7 +153,7 @@ def main() -> int:
     os.close(write_fd)
     reader.join(timeout=5)
     print(f"{args.model} {args.image_size}px, {args.epochs} epochs x {args.train_size} images; "
-          f"{counts['events']} events through the pipe, {counts['polls']} polls by 3 {kind} threads "
+          f"{counts['events']} events through the pipe, {counts['polls']} polls by {kind} "
           f"every {args.poll_s:g} s")
     ratio = statistics.median(inst) / statistics.median(bare)
     pair_ratio = statistics.median(a / b for a, b in zip(inst, bare, strict=True))

@@ -12,7 +12,28 @@ import pytest
 from drivers.base import Channel, Meter, MeterDisconnected, MeterReadError, Reading
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The published data sets: $CALIBRATE_DATA_DIR, else shared/data beside the repository."""
+    for base in (os.environ.get("CALIBRATE_DATA_DIR"), ROOT.parent / "shared" / "data", "/work/shared/data"):
+        if base and Path(base).is_dir():
+            return Path(base)
+    return ROOT.parent / "shared" / "data"
+
+
+SHARED = _shared_data()
+
+
+def load_published(name: str):
+    """A published data set (method-comparison/ or realdata/) as a DataFrame; skips if absent."""
+    import pandas as pd
+
+    for sub in ("method-comparison", "realdata"):
+        p = SHARED / sub / name
+        if p.is_file():
+            return pd.read_csv(p, comment="#")
+    pytest.skip(f"published data set {name} not found under {SHARED} (set CALIBRATE_DATA_DIR)")
 
 
 class ScriptedMeter(Meter):

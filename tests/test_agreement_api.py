@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
 from analysis.agreement import agreement, agreement_table, lin_ccc, mape_pct, pearson_r
+from tests.conftest import load_published  # noqa: E402
 
-_DIRS = [
-    os.environ.get("CALIBRATE_DATA_DIR", ""),
-    str(Path(__file__).resolve().parents[1] / "shared" / "data"),
-    "/work/shared/data",
-]
-
-
-def load(name: str) -> pd.DataFrame:
-    for base in _DIRS:
-        p = Path(base) / "method-comparison" / name if base else None
-        if p is not None and p.is_file():
-            return pd.read_csv(p, comment="#")
-    pytest.skip(f"published data set {name} not found (set CALIBRATE_DATA_DIR)")
-    raise AssertionError
+load = load_published
 
 
 def _walk_types(obj, path="") -> None:

@@ -14,11 +14,7 @@ within the rounding of the publication:
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
@@ -30,21 +26,9 @@ from analysis.bland_altman import (
     loa_confidence_intervals,
     proportional_bias,
 )
+from tests.conftest import load_published  # noqa: E402
 
-_DIRS = [
-    os.environ.get("CALIBRATE_DATA_DIR", ""),
-    str(Path(__file__).resolve().parents[1] / "shared" / "data"),
-    "/work/shared/data",
-]
-
-
-def load(name: str) -> pd.DataFrame:
-    for base in _DIRS:
-        p = Path(base) / "method-comparison" / name if base else None
-        if p is not None and p.is_file():
-            return pd.read_csv(p, comment="#")
-    pytest.skip(f"published data set {name} not found (set CALIBRATE_DATA_DIR)")
-    raise AssertionError
+load = load_published
 
 
 def test_pefr_bland_altman_1986() -> None:

@@ -12,11 +12,7 @@ Sources
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis.regression import (
@@ -26,22 +22,9 @@ from analysis.regression import (
     passing_bablok,
     pb_cusum_linearity,
 )
+from tests.conftest import load_published  # noqa: E402
 
-_DIRS = [
-    os.environ.get("CALIBRATE_DATA_DIR", ""),
-    str(Path(__file__).resolve().parents[1] / "shared" / "data"),
-    "/work/shared/data",
-]
-
-
-def load(name: str) -> pd.DataFrame:
-    for base in _DIRS:
-        for sub in ("method-comparison", "realdata"):
-            p = Path(base) / sub / name if base else None
-            if p is not None and p.is_file():
-                return pd.read_csv(p, comment="#")
-    pytest.skip(f"published data set {name} not found (set CALIBRATE_DATA_DIR)")
-    raise AssertionError
+load = load_published
 
 
 # (intercept, intercept_lo, intercept_hi, slope, slope_lo, slope_hi)

@@ -14,14 +14,13 @@ and drift against the wall meter by ~0.27 %, which estimate_drift must find.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from analysis.align import align, estimate_drift, estimate_lag, resample
+from tests.conftest import SHARED
 
-DATA = Path("/work/shared/data/realdata")
+DATA = SHARED / "realdata"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared real-data folder not present")
 
 

@@ -413,7 +413,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     uris, name, params, argv = demo_plan(args)
     _say("calibrate demo: a simulated Watts Up? wall meter (its power follows this machine's real CPU load)")
-    _say(f"  vs software meters on this machine; workload {name} {params}")
+    shown = {k: params[k] for k in ("duration_s", "image_size", "batch_size", "optimizer", "lr") if params.get(k)}
+    _say(f"  vs software meters on this machine ({', '.join(uris[1:])}); workload {name} "
+         + ", ".join(f"{k}={v}" for k, v in shown.items()))
     args.reference = args.reference or "wattsup"
     return record(uris, name, params, argv, args)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.agreement import agreement
-from analysis.align import align, estimate_drift, estimate_lag, power_series
+from analysis.align import GAP_FACTOR, align, estimate_drift, estimate_lag, find_gaps, power_series
 from analysis.emissions import accuracy_per_kwh, compare_locations, emissions
 from analysis.load import ChannelTrace, SessionData
 from analysis.regression import ols
@@ -65,35 +65,25 @@ def _continuous_counter(trace: ChannelTrace, ok: Any) -> np.ndarray | None:
     offset = 0.0
     for s in np.unique(seg):
         idx = np.flatnonzero(seg == s)
-        vals = e[idx] - np.nanmin(e[idx][:1]) if len(idx) else e[idx]
-        out[idx] = vals + offset
-        if len(idx):
-            offset = out[idx[-1]]
+        finite = e[idx][np.isfinite(e[idx])]
+        out[idx] = e[idx] - (finite[0] if finite.size else 0.0) + offset
+        offset = out[idx[-1]] if np.isfinite(out[idx[-1]]) else offset
     return out
 
 
 def _gaps(trace: ChannelTrace) -> list[tuple[float, float]]:
-    """Spans with no data: from a disconnect (or the last OK sample before it) to the next OK sample."""
-    d = trace.data
-    flags = d["flag"].to_numpy()
-    t = d["t_s"].to_numpy(float)
-    gaps: list[tuple[float, float]] = []
+    """Spans with no data: across a disconnect (last OK sample before it to the first after),
+    and silences (timeouts) longer than GAP_FACTOR intervals and 3 s."""
+    flags = trace.data["flag"].to_numpy()
     ok_idx = np.flatnonzero(flags == "")
     if len(ok_idx) < 2:
-        return gaps
-    bad = np.flatnonzero(np.isin(flags, ["disconnected", "reconnected"]))
-    for b in bad:
-        before = ok_idx[ok_idx < b]
-        after = ok_idx[ok_idx > b]
-        if len(before) and len(after):
-            gaps.append((float(t[before[-1]]), float(t[after[0]])))
-    # long silences (timeouts) count as gaps too
-    tt = t[ok_idx]
-    dt = np.diff(tt)
-    med = float(np.median(dt)) if len(dt) else 0.0
-    for i in np.flatnonzero(dt > max(5 * med, 3.0)):
-        gaps.append((float(tt[i]), float(tt[i + 1])))
-    return sorted(set(gaps))
+        return []
+    tt = trace.data["t_s"].to_numpy(float)[ok_idx]
+    after = np.searchsorted(ok_idx, np.flatnonzero(np.isin(flags, ["disconnected", "reconnected"])))
+    after = after[(after > 0) & (after < len(ok_idx))]
+    gaps = {(float(tt[i - 1]), float(tt[i])) for i in after}
+    gaps |= {(float(a), float(b)) for a, b in find_gaps(tt, GAP_FACTOR, min_gap_s=3.0)}
+    return sorted(gaps)
 
 
 def series_of(trace: ChannelTrace) -> Series:
@@ -145,11 +135,6 @@ def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf) -> tuple[
     if not ok.any():
         return float("nan"), 0.0
     return float(e[ok].sum()), float(sum(y - x for (x, y), good in zip(spans, ok) if good))
-
-
-def total_energy_j(s: Series) -> float:
-    """Energy over the whole recording (J), gaps excluded."""
-    return covered_energy(s)[0]
 
 
 def _ok_spans(t0: float, t1: float, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -223,8 +208,16 @@ def _workload_energy(ref: Series, span: tuple[float, float] | None, warnings: li
     return e * (b - a) / covered, b - a  # scaled over the edge samples: within one interval
 
 
-def _parse_candidate(expr: str, known: list[str]) -> list[str]:
+def split_candidate(expr: str) -> list[str]:
+    """``"rapl.package-0+nvml.0"`` -> its channel ids; a sum of meters is one candidate."""
     parts = [p.strip() for p in expr.split("+")]
+    if not all(parts):
+        raise ValueError(f"candidate {expr!r} has an empty term (expected CHANNEL or CHANNEL+CHANNEL...)")
+    return parts
+
+
+def _parse_candidate(expr: str, known: list[str]) -> list[str]:
+    parts = split_candidate(expr)
     missing = [p for p in parts if p not in known]
     if missing:
         raise ValueError(f"unknown channel {missing[0]!r} in candidate {expr!r}; channels: {', '.join(known)}")

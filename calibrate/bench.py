@@ -98,14 +98,6 @@ def _pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
                 return
 
 
-def idle_phase(session: Session, name: str, seconds: float, stop: threading.Event) -> None:
-    if seconds <= 0:
-        return
-    session.begin(name)
-    stop.wait(seconds)
-    session.end(name)
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if _PRCTL is not None:
         _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a killed recorder takes its workload along
@@ -191,12 +183,6 @@ def _terminate(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def workload_argv(name: str, params: dict[str, Any]) -> list[str]:
-    from workloads.registry import command_for
-
-    return command_for(name, params)
 
 
 

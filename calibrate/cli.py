@@ -169,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[str],
            args: argparse.Namespace) -> int:
     """Record a session while ``argv`` runs; print progress, the summary table and the path."""
-    from calibrate.bench import GRACE_S, cooldown, idle_phase, run_workload, sampled_idle
+    from calibrate.bench import GRACE_S, cooldown, run_workload, sampled_idle
     from calibrate.session import Session
 
     _check_analysis_options(args)  # before an hour of recording, not after
@@ -229,7 +229,7 @@ def record(uris: Sequence[str], name: str, params: dict[str, Any], argv: list[st
                                phase_name="workload", stop_after_s=stop_after)
         cooldown(session, idle_w, getattr(args, "cooldown_tolerance", 0.05), getattr(args, "cooldown_max", 0.0),
                  stop, args.reference)
-        idle_phase(session, "baseline-after", args.baseline if not stop.is_set() else 0, stop)
+        sampled_idle(session, "baseline-after", args.baseline if not stop.is_set() else 0, stop, args.reference)
         if stop.is_set():
             status = "interrupted"
         elif run is not None and run.returncode not in (0, None) and not run.terminated:

@@ -26,10 +26,12 @@ def _load(path: str) -> Any:
 
 
 def _components(expr: str) -> list[str]:
-    parts = [p.strip() for p in expr.split("+") if p.strip()]
-    if not parts:
-        raise _usage(f"empty candidate expression {expr!r}")
-    return parts
+    from analysis.summary import split_candidate
+
+    try:
+        return split_candidate(expr)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
 
 
 def _session_table(path: str, reference: str | None, comps: list[str], window: float | None) -> Any:

@@ -252,7 +252,7 @@ class Recorder:
                         t = self.clock()
                         if st.next_ns <= t:  # fell behind (slow meter): skip, do not burst
                             st.next_ns = t + interval_ns
-                    self._thread_cpu[name] = time.thread_time() - cpu0
+                self._thread_cpu[name] = time.thread_time() - cpu0  # once per wake-up
                 if push and group[0].connected:
                     continue
                 wake = min(st.next_ns if st.connected else st.reopen_ns for st in group)

@@ -13,7 +13,7 @@ from typing import Any
 
 from drivers.base import MeterConfigError
 
-PARITIES = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S"}
+PARITIES = ("N", "E", "O", "M", "S")  # none, even, odd, mark, space
 
 DIALOUT_FIX = (
     "add your user to the dialout group (sudo usermod -aG dialout $USER, then log in again) "
@@ -29,12 +29,11 @@ def open_serial(port: str, baudrate: int = 9600, parity: str = "N", stopbits: fl
     parity = parity.upper()
     if parity not in PARITIES:
         raise MeterConfigError(f"parity must be one of N, E, O (got {parity!r})")
-    url = port if "://" in port else port
     if "://" not in port and not os.path.exists(port):
         hint = "; `calibrate meters` lists the serial ports here"
         raise MeterConfigError(f"serial port {port} does not exist (is the meter plugged in?){hint}")
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, parity=parity, stopbits=stopbits,
+        return serial.serial_for_url(port, baudrate=baudrate, parity=parity, stopbits=stopbits,
                                      bytesize=bytesize, timeout=timeout, write_timeout=timeout,
                                      exclusive=None if "://" in port else True, **kw)
     except serial.SerialException as exc:

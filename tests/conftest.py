@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import Channel, Meter, MeterDisconnected, MeterReadError, Reading
+from drivers.base import Channel, Meter, MeterDisconnected, MeterError, MeterReadError, Reading
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +86,27 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("shared/data not present beside the repository")
     return SHARED
+
+
+def unplug_and_replug(meter: Meter, sim, gone_s: float, expect: type = MeterReadError,
+                      read_pause_s: float = 0.0) -> float:
+    """Unplug a simulated device for ``gone_s``; reads must fail with ``expect``; then reopen
+    the meter every 0.1 s as the recorder does.  Returns s from the device's return to the
+    first successful open (the contract: under 2 s); the meter is left open."""
+    import time
+
+    sim.faults.drops.append((sim.now() + 0.05, gone_s))
+    gone_until = sim.now() + 0.05 + gone_s
+    with pytest.raises(expect):
+        for _ in range(40):
+            meter.read()
+            time.sleep(read_pause_s)
+    meter.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            meter.open()
+            return sim.now() - gone_until
+        except MeterError:
+            time.sleep(0.1)
+    raise AssertionError("the meter did not come back within 5 s")

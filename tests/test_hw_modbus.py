@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import errno
-import time
 
 import pytest
 
-from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
+from drivers.base import MeterConfigError, MeterReadError
 from drivers.modbus import crc16, load_profile, plan_blocks
 from drivers.sim import make_simulator
 from drivers.uri import make_meter
+from tests.conftest import unplug_and_replug
 
 
 @pytest.fixture(params=[("sdm120", "pty"), ("sdm630", "tcp")])
@@ -118,23 +118,7 @@ def test_faults_raise_coded_errors_and_next_read_works(sim, fault, code):
 def test_disappear_and_come_back(sim):
     m = make_meter(sim.uri + "&timeout=0.3")
     m.open()
-    sim.faults.drops.append((sim.now() + 0.05, 0.5))
-    gone_until = sim.now() + 0.55
-    with pytest.raises(MeterReadError):
-        for _ in range(40):
-            m.read()
-            time.sleep(0.02)
-    m.close()
-    t_back = None
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            m.open()
-            t_back = sim.now()
-            break
-        except (MeterDisconnected, MeterConfigError, MeterReadError):
-            time.sleep(0.1)
-    assert t_back is not None and t_back - gone_until < 2.0
+    assert unplug_and_replug(m, sim, 0.5, read_pause_s=0.02) < 2.0
     try:
         assert m.read().values[m.name]["power_w"] == pytest.approx(150.0, rel=1e-3)
     finally:

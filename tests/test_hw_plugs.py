@@ -9,6 +9,7 @@ import pytest
 from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
 from drivers.sim import make_simulator
 from drivers.uri import make_meter
+from tests.conftest import unplug_and_replug
 
 CASES = [("tasmota", {}), ("shelly", {"gen": 2}), ("shelly", {"gen": 1})]
 
@@ -72,22 +73,7 @@ def test_faults_raise_coded_errors_and_next_read_works(sim, fault, code):
 def test_disappear_and_come_back(sim):
     m = make_meter(sim.uri)
     m.open()
-    sim.faults.drops.append((sim.now() + 0.05, 0.4))
-    gone_until = sim.now() + 0.45
-    with pytest.raises(MeterDisconnected):
-        for _ in range(40):
-            m.read()
-            time.sleep(0.02)
-    m.close()
-    deadline, t_back = time.monotonic() + 5, None
-    while time.monotonic() < deadline:
-        try:
-            m.open()
-            t_back = sim.now()
-            break
-        except MeterDisconnected:
-            time.sleep(0.1)
-    assert t_back is not None and t_back - gone_until < 2.0
+    assert unplug_and_replug(m, sim, 0.4, expect=MeterDisconnected, read_pause_s=0.02) < 2.0
     assert m.read().values[m.name]["power_w"] == pytest.approx(200.0, abs=0.6)
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import errno
-import time
 
 import pytest
 
-from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
+from drivers.base import MeterConfigError, MeterReadError
 from drivers.sim.wt310 import WT310Simulator
 from drivers.uri import make_meter
 from drivers.wt310 import parse_number, parse_values
+from tests.conftest import unplug_and_replug
 
 
 @pytest.fixture(params=["pty", "tcp"])
@@ -114,22 +114,7 @@ def test_faults_raise_coded_errors_and_next_read_works(sim, fault, code):
 def test_disappear_and_come_back(sim):
     m = _meter(sim)
     m.open()
-    sim.faults.drops.append((sim.now() + 0.05, 0.5))
-    gone_until = sim.now() + 0.55
-    with pytest.raises(MeterReadError):
-        for _ in range(20):
-            m.read()
-    m.close()
-    t_back = None
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            m.open()
-            t_back = sim.now()
-            break
-        except (MeterDisconnected, MeterConfigError, MeterReadError):
-            time.sleep(0.1)
-    assert t_back is not None and t_back - gone_until < 2.0
+    assert unplug_and_replug(m, sim, 0.5) < 2.0
     try:
         assert m.read().values[m.name]["power_w"] == pytest.approx(120.0, rel=1e-3)
     finally:

@@ -109,6 +109,19 @@ def fit_calibration(table: pd.DataFrame, components: list[str], reference: str =
     return model
 
 
+def refit_cpu_model(model: CalibrationModel, idle_w: float, max_w: float) -> tuple[float, float]:
+    """(idle W, max W) of a utilisation model that reads what the reference reads.
+
+    A one-component calibration of a ``cpu-model`` channel, ``reference = a + b x P`` with
+    ``P = idle + (max - idle) x u``, is itself a linear utilisation model:
+    ``idle' = a + b x idle`` and ``max' = a + b x max`` (W).
+    """
+    if len(model.components) != 1:
+        raise ValueError("a cpu-model can be refitted only from a calibration on that one channel")
+    b = model.gains[model.components[0]]
+    return model.intercept_w + b * idle_w, model.intercept_w + b * max_w
+
+
 def cross_validate(df: pd.DataFrame, components: list[str], reference: str, group: str | None) -> dict[str, Any]:
     """Leave-one-group-out errors (W and %) of the calibrated prediction vs the reference."""
     if group is None or group not in df or df[group].nunique() < 2:

@@ -1,15 +1,23 @@
-"""What recording costs: CPU time of the meter threads vs CodeCarbon's tracker, same run.
+"""What recording costs: CPU time of the recorder vs CodeCarbon's tracker, same run.
 
-Polls four software meters at 10 Hz -- ``rapl`` on a live fake powercap tree, a second
+Records four software meters at 10 Hz -- ``rapl`` on a fake powercap tree, a second
 ``rapl`` on another tree, ``cpu-model`` and ``nvml`` on the fake NVML library -- for
-``--seconds`` (default 60) s, while CodeCarbon's ``OfflineEmissionsTracker`` runs in the
-same process.  The meters are driven by calibrate's real :class:`calibrate.recorder.Recorder`
-(trace files, flusher; its threads measure their own ``time.thread_time``), or with
-``--plain`` by bare threads that call ``read()`` and write one CSV line per channel.
-CodeCarbon's work is measured the same way: its two scheduled functions (measurement
-step and 1 s power monitor) are wrapped to add up ``time.thread_time`` in the thread
-that runs them.  The fake trees' counter threads are not counted (they stand in for
-the hardware).  Prints both costs as a fraction of one core and their ratio.
+``--seconds`` (default 60) s with calibrate's real :class:`calibrate.recorder.Recorder`
+(trace files and flushing included), while CodeCarbon's ``OfflineEmissionsTracker``
+runs in the same process at each step of ``--cc-steps`` (default ``1,0.1``: the step
+calibrate's ``codecarbon`` meter uses, and the recorder's own 10 Hz).
+
+Both sides are measured the same way, as whole threads: the recorder's threads add up
+their own ``time.thread_time`` (wake-ups, polls, writes, flushes), and every
+``threading.Timer`` thread CodeCarbon's schedulers start (one per step: it waits, starts
+the next Timer, then measures) reports its ``time.thread_time`` when it ends.  Start-up
+is not counted on either side.  The fake trees' counters are advanced by child
+processes, outside the measured process, as the hardware would; the fake NVML library
+runs inside the meter's calls and is counted (a real NVML call costs about as much).
+
+``--load N`` runs N busy processes meanwhile (a training job's CPU pressure): on a VM
+an idle vCPU halts between polls and every wake-up then starts with cold caches, so the
+idle machine is the recorder's worst case.
 
     .venv/bin/python benchmarks/bench_recorder_overhead.py --seconds 20
 """
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import threading
@@ -28,181 +38,183 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drivers.base import Meter, MeterError  # noqa: E402
+from drivers.base import Meter  # noqa: E402
 from drivers.cpu_model import CpuModelMeter  # noqa: E402
 from drivers.fakes.nvml import FakeGpu, FakeNvml  # noqa: E402
 from drivers.fakes.powercap import FakePowercap, typical_zones  # noqa: E402
+from drivers.kernel_files import AttrFile, filesystem_of  # noqa: E402
 from drivers.nvml import NvmlMeter  # noqa: E402
 from drivers.rapl import RaplMeter  # noqa: E402
 
+TREES = {"a": {"packages": 1, "dram": True}, "b": {"packages": 2, "dram": False}}
 
-class ThreadCpu:
-    """Adds up thread CPU time (s) of calls to a wrapped function, whatever thread runs it."""
+
+def advance_tree(root: str, layout: dict[str, Any], ready: Any) -> None:
+    """Child process: a live fake powercap tree (counters advance every 20 ms) until killed."""
+    FakePowercap(root, typical_zones(**layout)).start(tick_s=0.02)
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def busy() -> None:
+    """Child process: one core of CPU load."""
+    x = 0
+    while True:
+        x = (x * 1103515245 + 12345) % 2**31
+
+
+class TimerThreadCpu:
+    """Whole-thread CPU of CodeCarbon's ``threading.Timer`` threads, per scheduler (s)."""
 
     def __init__(self) -> None:
-        self.cpu_s = 0.0
-        self.calls = 0
+        self.cpu_s: dict[int, float] = {}
+        self.threads: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def wrap(self, fn: Any) -> Any:
-        def wrapped(*a: Any, **kw: Any) -> Any:
-            t0 = time.thread_time()
-            try:
-                return fn(*a, **kw)
-            finally:
-                dt = time.thread_time() - t0
-                with self._lock:
-                    self.cpu_s += dt
-                    self.calls += 1
-        return wrapped
+    def install(self) -> None:
+        import codecarbon.external.scheduler as sched_mod
+
+        meter = self
+
+        class MeasuredTimer(threading.Timer):
+            def run(self) -> None:
+                try:
+                    super().run()
+                finally:  # a fresh thread: its CPU time so far is the whole thread's
+                    key = id(getattr(self.function, "__self__", None))
+                    with meter._lock:
+                        meter.cpu_s[key] = meter.cpu_s.get(key, 0.0) + time.thread_time()
+                        meter.threads[key] = meter.threads.get(key, 0) + 1
+
+        sched_mod.Timer = MeasuredTimer  # PeriodicScheduler looks Timer up in its module
+
+    def of(self, *schedulers: Any) -> tuple[float, int]:
+        keys = [id(s) for s in schedulers]
+        with self._lock:
+            return sum(self.cpu_s.get(k, 0.0) for k in keys), sum(self.threads.get(k, 0) for k in keys)
 
 
-def start_codecarbon(step_s: float, out: Path) -> tuple[Any, ThreadCpu, float]:
-    """A started OfflineEmissionsTracker whose scheduled work is CPU-timed; (tracker, meter, start cpu s)."""
+def start_codecarbon(step_s: float, out: Path) -> Any:
     from codecarbon import OfflineEmissionsTracker
 
-    logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    cpu = ThreadCpu()
     out.mkdir(parents=True, exist_ok=True)
     tracker = OfflineEmissionsTracker(country_iso_code="FRA", measure_power_secs=step_s,
-                                      output_dir=str(out), log_level="error", allow_multiple_runs=True)
+                                      output_dir=str(out), log_level="error", allow_multiple_runs=True,
+                                      save_to_file=False)
     if getattr(tracker, "_scheduler", None) is None:  # its __init__ swallows exceptions
         raise RuntimeError("CodeCarbon's tracker failed to initialise")
-    # CodeCarbon's two periodic jobs (private attributes; benchmark only)
-    for sched in (tracker._scheduler, tracker._scheduler_monitor_power):
-        sched.function = cpu.wrap(sched.function)
-    t0 = time.process_time()  # start-up runs in a thread pool: take the whole process
     tracker.start()
-    return tracker, cpu, time.process_time() - t0
+    return tracker
 
 
-def plain_threads(meters: list[Meter], seconds: float, out: Path) -> tuple[float, int, int]:
-    """Poll each meter in a bare thread at its interval, one CSV line per channel; (cpu s, samples, faults)."""
-    stop = threading.Event()
-    results: dict[str, tuple[float, int, int]] = {}
-    out.mkdir(parents=True, exist_ok=True)
-
-    def loop(m: Meter) -> None:
-        cpu0 = time.thread_time()
-        n = faults = 0
-        interval = m.interval_s
-        next_t = time.monotonic()
-        with (out / f"{m.name}.csv").open("w") as fh:
-            while not stop.is_set():
-                t0 = time.monotonic_ns()
-                try:
-                    r = m.read()
-                except MeterError:
-                    faults += 1
-                else:
-                    t = (t0 + time.monotonic_ns()) // 2
-                    for ch, vals in r.values.items():
-                        fh.write(f"{t},{ch}," + ",".join(f"{k}={v:.6f}" for k, v in vals.items()) + "\n")
-                    n += 1
-                next_t += interval
-                stop.wait(max(0.0, next_t - time.monotonic()))
-        results[m.name] = (time.thread_time() - cpu0, n, faults)
-
-    threads = [threading.Thread(target=loop, args=(m,), name=f"plain-{m.name}") for m in meters]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return (sum(r[0] for r in results.values()), sum(r[1] for r in results.values()),
-            sum(r[2] for r in results.values()))
-
-
-#: CPU of the recorder's polls alone (read + write), without its threads' wake-ups: measured
-#: the way CodeCarbon's scheduled calls are (its timer threads' start-ups are not counted)
-RECORDER_WORK_S = [0.0]
-
-
-def recorder_run(meters: list[Meter], seconds: float, out: Path) -> tuple[float, int, int]:
-    from calibrate.recorder import Recorder
-    from calibrate.storage import EventWriter
-
-    out.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(out / "events.jsonl")
-    rec = Recorder(meters, out, events)
-    rec.start()
-    time.sleep(seconds)
-    rec.stop()
-    events.close()
-    s = rec.summary()
-    RECORDER_WORK_S[0] = sum(m["cpu_s"] for m in s["meters"].values())
-    samples = sum(m["samples"] for m in s["meters"].values())
-    faults = sum(sum(m["faults"].values()) for m in s["meters"].values())
-    return s["cpu_s"], samples, faults
+def sysfs_read_costs(n: int = 2000) -> str | None:
+    """Per-read CPU (us) of one real sysfs attribute: kept open (pread) vs opened per read."""
+    path = "/sys/devices/system/cpu/online"
+    if filesystem_of(path) != "sysfs":
+        return None
+    out = []
+    for keep in (True, False):
+        f = AttrFile(path, keep_open=keep)
+        f.read()
+        t0 = time.thread_time()
+        for _ in range(n):
+            f.read()
+        out.append(1e6 * (time.thread_time() - t0) / n)
+        f.close()
+    return f"a real sysfs attribute costs {out[0]:.1f} us kept open (pread) vs {out[1]:.1f} us opened per read"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="recording time (s), default 60")
     ap.add_argument("--hz", type=float, default=10.0, help="poll rate of each meter (Hz), default 10")
-    ap.add_argument("--cc-step", type=float, default=1.0,
-                    help="CodeCarbon measure_power_secs (s); calibrate's default 1, CodeCarbon's own 15")
-    ap.add_argument("--plain", action="store_true", help="bare threads instead of calibrate's Recorder")
+    ap.add_argument("--cc-steps", default="1,0.1",
+                    help="CodeCarbon measure_power_secs values, comma-separated (s); default 1,0.1")
+    ap.add_argument("--load", type=int, default=0, metavar="N", help="N busy processes meanwhile")
     ap.add_argument("--no-codecarbon", action="store_true")
     args = ap.parse_args(argv)
+    steps = [] if args.no_codecarbon else [float(x) for x in args.cc_steps.split(",") if x.strip()]
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
 
+    from calibrate.recorder import Recorder
+    from calibrate.storage import EventWriter
+
+    ctx = mp.get_context("spawn")
+    children: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         tmpd = Path(tmp)
-        tree_a = FakePowercap(tmpd / "powercap-a", typical_zones(packages=1, dram=True))
-        tree_b = FakePowercap(tmpd / "powercap-b", typical_zones(packages=2, dram=False))
-        interval = 1.0 / args.hz
-        meters: list[Meter] = [
-            RaplMeter(root=tree_a.root, name="rapl", interval_s=interval),
-            RaplMeter(root=tree_b.root, name="rapl2", interval_s=interval),
-            CpuModelMeter(idle_w=10.0, max_w=65.0, interval_s=interval),
-            NvmlMeter(nvml=FakeNvml([FakeGpu.model("a100", 0), FakeGpu.model("v100", 1)]),
-                      interval_s=interval),
-        ]
-        channels = sum(len(m.open()) for m in meters)
-        cc = None
-        if not args.no_codecarbon:
-            try:
-                tracker, cc, cc_start_cpu = start_codecarbon(args.cc_step, tmpd / "cc")
-            except ImportError:
-                print("CodeCarbon not installed: measuring the recorder only")
-        tree_a.start(tick_s=0.02)  # counters advance every 20 ms (real RAPL: 1 ms)
-        tree_b.start(tick_s=0.02)
-        mode = "plain threads" if args.plain else "calibrate Recorder"
-        if not args.plain:
-            try:
-                import calibrate.recorder  # noqa: F401
-            except ImportError:
-                mode, args.plain = "plain threads (calibrate.recorder not importable)", True
-        wall0, proc0 = time.monotonic(), time.process_time()
-        cpu_s, samples, faults = (plain_threads if args.plain else recorder_run)(
-            meters, args.seconds, tmpd / "rec")
-        wall = time.monotonic() - wall0
-        proc = time.process_time() - proc0
-        if cc is not None:
-            tracker.stop()
-        for m in meters:
-            m.close()
-        tree_a.stop()
-        tree_b.stop()
+        try:
+            for key, layout in TREES.items():
+                FakePowercap(tmpd / key, typical_zones(**layout))  # the tree exists before meters open
+                ready = ctx.Event()
+                children.append(ctx.Process(target=advance_tree, args=(str(tmpd / key), layout, ready),
+                                            daemon=True))
+                children[-1].start()
+                ready.wait(30)
+            interval = 1.0 / args.hz
+            meters: list[Meter] = [
+                RaplMeter(root=tmpd / "a", name="rapl", interval_s=interval),
+                RaplMeter(root=tmpd / "b", name="rapl2", interval_s=interval),
+                CpuModelMeter(idle_w=10.0, max_w=65.0, interval_s=interval),
+                NvmlMeter(nvml=FakeNvml([FakeGpu.model("a100", 0), FakeGpu.model("v100", 1)]),
+                          interval_s=interval),
+            ]
+            timers = TimerThreadCpu()
+            trackers: list[tuple[float, Any]] = []
+            if steps:
+                try:
+                    timers.install()
+                    trackers = [(s, start_codecarbon(s, tmpd / f"cc{i}")) for i, s in enumerate(steps)]
+                except ImportError:
+                    print("CodeCarbon not installed: measuring the recorder only")
+            for _ in range(args.load):
+                children.append(ctx.Process(target=busy, daemon=True))
+                children[-1].start()
+            out = tmpd / "rec"
+            out.mkdir()
+            events = EventWriter(out / "events.jsonl")
+            rec = Recorder(meters, out, events)
+            rec.open_all()
+            channels = sum(len(m.channels) for m in meters)
+            cc0 = {s: timers.of(t._scheduler, t._scheduler_monitor_power) for s, t in trackers}
+            proc0 = time.process_time()
+            rec.start()
+            time.sleep(args.seconds)
+            rec.stop()
+            proc = time.process_time() - proc0
+            cc1 = {s: timers.of(t._scheduler, t._scheduler_monitor_power) for s, t in trackers}
+            for _, t in trackers:
+                t.stop()
+            events.close()
+            summary = rec.summary()
+        finally:
+            for c in children:
+                c.kill()
 
-    frac = cpu_s / wall
-    print(f"{mode}: {len(meters)} meters, {channels} channels at {args.hz:g} Hz for {wall:.1f} s: "
-          f"{samples} polls ({samples / wall:.1f}/s), {faults} faults")
-    print(f"  meter threads CPU {cpu_s:.3f} s = {100 * frac:.3f} % of one core "
-          f"({1e6 * cpu_s / max(samples, 1):.0f} us per poll)")
-    if cc is not None:
-        cc_frac = cc.cpu_s / wall
-        print(f"CodeCarbon {args.cc_step:g} s steps: {cc.calls} scheduled calls, CPU {cc.cpu_s:.3f} s = "
-              f"{100 * cc_frac:.3f} % of one core ({1e6 * cc.cpu_s / max(cc.calls, 1):.0f} us per call; "
-              f"start-up {cc_start_cpu:.2f} s CPU, not counted)")
-        if cc_frac > 0:
-            print(f"ratio recorder / CodeCarbon = {frac / cc_frac:.2f}")
-        if not args.plain and cc_frac > 0:
-            w_frac = RECORDER_WORK_S[0] / wall
-            print(f"work only, both measured per call (no wake-ups): recorder {100 * w_frac:.3f} % vs "
-                  f"CodeCarbon {100 * cc_frac:.3f} % of one core; ratio {w_frac / cc_frac:.2f}")
-    print(f"whole process (incl. fake counter threads) {100 * proc / wall:.1f} % of one core")
+    wall = summary["wall_s"]
+    polls = sum(m["samples"] for m in summary["meters"].values())
+    faults = sum(sum(m["faults"].values()) for m in summary["meters"].values())
+    frac = summary["cpu_s"] / wall
+    per_poll = {k: 1e6 * m["cpu_s"] / max(m["samples"], 1) for k, m in summary["meters"].items()}
+    load = f", {args.load} busy processes" if args.load else ", machine otherwise idle"
+    print(f"recorder: {len(meters)} meters, {channels} channels at {args.hz:g} Hz for {wall:.1f} s{load}: "
+          f"{polls} polls ({polls / wall:.1f}/s), {faults} faults")
+    print(f"  CPU {summary['cpu_s']:.3f} s = {100 * frac:.3f} % of one core "
+          f"({1e6 * summary['cpu_s'] / max(polls, 1):.0f} us per poll, wake-ups and writes included; "
+          f"polls alone: median {statistics.median(per_poll.values()):.0f} us)")
+    for s, _ in trackers:
+        cpu = cc1[s][0] - cc0[s][0]
+        n = cc1[s][1] - cc0[s][1]
+        cc_frac = cpu / wall
+        ratio = f"; recorder / CodeCarbon = {frac / cc_frac:.2f}" if cc_frac > 0 else ""
+        print(f"CodeCarbon at {s:g} s steps: {n} timer threads, CPU {cpu:.3f} s = {100 * cc_frac:.3f} % "
+              f"of one core ({1e6 * cpu / max(n, 1):.0f} us per step){ratio}")
+    print(f"whole process {100 * proc / wall:.2f} % of one core (recorder, CodeCarbon, fake NVML; "
+          "the fake trees' counters run in child processes)")
+    line = sysfs_read_costs()
+    if line:
+        print(f"note: the fake trees are regular files, opened per read; {line}")
     return 0
 
 

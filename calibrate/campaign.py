@@ -54,7 +54,10 @@ def _usage(msg: str) -> Exception:
 
 
 def load_plan(path: Path) -> dict[str, Any]:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10: tomli is a dependency there
+        import tomli as tomllib
 
     try:
         plan = tomllib.loads(path.read_text())

@@ -44,6 +44,7 @@ def _session_table(path: str, reference: str | None, comps: list[str], window: f
         raise _usage(str(exc).splitlines()[0]) from None
     df["session"] = Path(path).name
     df["workload"] = (data.manifest.get("workload") or {}).get("name") or Path(path).name
+    df.attrs["channels"] = {c: data.channels[c].info for c in comps if c in data.channels}
     return df
 
 
@@ -51,7 +52,7 @@ def _session_table(path: str, reference: str | None, comps: list[str], window: f
 def cmd_fit(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from analysis.calibration import fit_calibration
+    from analysis.calibration import fit_calibration, refit_cpu_model
 
     comps = _components(args.candidate)
     tables = [_session_table(p, args.reference, comps, args.window) for p in args.sessions]
@@ -75,6 +76,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
             print(f"    held out {f['held_out']}: RMSE {f['rmse_w']:.2f} W, bias {f['bias_w']:+.2f} W")
     else:
         print(f"  cross-validation: {cv.get('method')}")
+    chan = tables[0].attrs.get("channels", {}).get(comps[0], {})
+    settings = chan.get("info") or {}
+    if len(comps) == 1 and chan.get("meter_kind") == "cpu-model" and "idle_w" in settings:
+        idle, top = refit_cpu_model(model, float(settings["idle_w"]), float(settings["max_w"]))
+        print(f"  the utilisation model fitted to {model.reference}: cpu-model?idle={idle:.1f}&max={top:.1f} "
+              f"(was idle={settings['idle_w']:g}&max={settings['max_w']:g})")
     print(f"model: {args.output}")
     return 0
 

@@ -1,14 +1,19 @@
-"""The recorder: polling threads, per-channel trace files, one flusher.
+"""The recorder: polling threads, per-channel trace files, flushing.
 
 Each meter is polled at its own interval: serial, network and push meters in a thread
 of their own (push meters, which send a value per interval on their own, are read back
-to back), meters whose reads never block (sysfs, /proc) together in one thread.
+to back), meters whose reads never wait on a device (sysfs, /proc, NVML) together in one
+*shared* thread, which also flushes the trace files.  A wake-up costs more CPU than a
+sysfs read (about 80 us of CPU on a small VM), so one thread for all of them is the
+cheapest way to poll; a shared meter whose call can hang (NVML when a GPU falls off the
+bus: ``Meter.may_stall``) is moved to a thread of its own after its first poll or reopen
+that takes longer than STALL_S, so it never holds up the others twice.
 A polled sample is stamped at
 the midpoint of request and reply on the session clock and the round trip is kept.
 Faults never stop a session: a failed poll writes a flagged row and is counted; a meter
 that disconnects is closed and reopened every 0.5 s until it returns, and the gap is
-recorded.  The threads' own CPU time is measured (``time.thread_time``) so the report
-can say what the recorder cost.
+recorded.  The threads' own CPU time, wake-ups and flushing included, is measured
+(``time.thread_time``) so the report can say what the recorder cost.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ RECONNECT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.5
 MAX_SLEEP_S = 0.25  # a stop request is seen within this long
 MAX_LOGGED_FAULTS = 20  # per meter and code; later ones are only counted
+STALL_S = 0.25  # a shared meter whose poll or reopen takes longer gets a thread of its own
 
 
 @dataclass
@@ -104,27 +110,36 @@ class Recorder:
                 self._writer(st, ch)
             self.states[m.name] = st
         self._started_ns = self.clock()
-        # Meters whose reads never block (sysfs, /proc, in-process) share one thread:
-        # each still runs at its own interval, and every wake-up saved is CPU not spent
-        # perturbing the measurement.  Serial, network and push meters get a thread each,
-        # so a slow or silent device never delays another.
-        local = [st for st in self.states.values() if getattr(st.meter, "local", False)
-                 and not getattr(st.meter, "push", False)]
-        groups = [[st] for st in self.states.values() if st not in local] + ([local] if local else [])
-        for group in groups:
-            label = group[0].meter.name if len(group) == 1 else "local"
-            t = threading.Thread(target=self._poll_loop, args=(group,), name=f"meter-{label}", daemon=True)
-            self._threads.append(t)
-            t.start()
-        self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
-        self._flusher.start()
+        # Meters whose reads never wait on a device share one thread: each still runs at
+        # its own interval, and every wake-up saved is CPU not spent perturbing the
+        # measurement.  Serial, network and push meters get a thread each, so a slow or
+        # silent device never delays another.
+        shared = [st for st in self.states.values() if getattr(st.meter, "local", False)
+                  and not getattr(st.meter, "push", False)]
+        for st in self.states.values():
+            if st not in shared:
+                self._spawn([st])
+        if shared:
+            self._spawn(shared, flush=True)  # flushes the files too: no flusher wake-ups
+        else:
+            self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
+            self._flusher.start()
+
+    def _spawn(self, group: list[MeterState], flush: bool = False) -> None:
+        label = "shared" if flush else group[0].meter.name
+        t = threading.Thread(target=self._poll_loop, args=(group, flush), name=f"meter-{label}",
+                             daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def stop(self) -> None:
         self._stop.set()
         for m in self.meters:
             m.stopping = True  # push meters end a blocking read within a fraction of a second
-        for t in self._threads:
-            t.join(timeout=10)
+        joined = 0
+        while joined < len(self._threads):  # a meter moved out of the shared thread adds one
+            self._threads[joined].join(timeout=10)
+            joined += 1
         self._stopped_ns = self.clock()
         for st in self.states.values():
             try:
@@ -139,7 +154,7 @@ class Recorder:
 
     # -- figures ----------------------------------------------------------------------
     def cpu_seconds(self) -> float:
-        """CPU time spent in the polling threads so far, wake-ups included (s)."""
+        """CPU time spent in the polling and flushing threads so far, wake-ups included (s)."""
         return sum(self._thread_cpu.values())
 
     def summary(self) -> dict[str, Any]:
@@ -225,40 +240,68 @@ class Recorder:
             st.last = reading.values
         st.cpu_s += time.thread_time() - c0
 
-    def _poll_loop(self, group: list[MeterState]) -> None:
+    def _poll_loop(self, group: list[MeterState], flush: bool = False) -> None:
         """Poll a group of meters, each at its own interval, in this thread.
 
         A push meter is a group of one and is read back to back (its read blocks until the
         meter's next value).  A disconnected meter is reopened every RECONNECT_EVERY_S.
+        ``flush``: this thread also flushes every trace file every FLUSH_EVERY_S.  A
+        ``may_stall`` meter in a shared group whose poll or reopen took longer than
+        STALL_S is handed to a thread of its own.
         """
         cpu0 = time.thread_time()
         push = len(group) == 1 and getattr(group[0].meter, "push", False)
         now = self.clock()
         for st in group:
-            st.next_ns = now
+            if not st.next_ns:
+                st.next_ns = now
+        flush_ns = now + int(FLUSH_EVERY_S * 1e9)
         name = threading.current_thread().name
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and group:
                 now = self.clock()
-                for st in group:
-                    if not st.connected:
-                        if now >= st.reopen_ns and self._try_reopen(st):
-                            st.next_ns = self.clock()
+                for st in list(group):
+                    if st.connected and not (push or now >= st.next_ns):
                         continue
-                    if push or now >= st.next_ns:
+                    if not st.connected and now < st.reopen_ns:
+                        continue
+                    if st.connected:
                         self._poll_once(st)
                         interval_ns = int(st.meter.interval_s * 1e9)
                         st.next_ns += interval_ns
                         t = self.clock()
                         if st.next_ns <= t:  # fell behind (slow meter): skip, do not burst
                             st.next_ns = t + interval_ns
+                    elif self._try_reopen(st):
+                        st.next_ns = self.clock()
+                    t = self.clock()
+                    took_ns, now = t - now, t
+                    if len(group) > 1 and getattr(st.meter, "may_stall", False) and took_ns > STALL_S * 1e9:
+                        self._isolate(group, st, took_ns / 1e9)
+                if flush and now >= flush_ns:
+                    self._flush_all()
+                    flush_ns = now + int(FLUSH_EVERY_S * 1e9)
                 self._thread_cpu[name] = time.thread_time() - cpu0  # once per wake-up
                 if push and group[0].connected:
                     continue
                 wake = min(st.next_ns if st.connected else st.reopen_ns for st in group)
+                if flush:
+                    wake = min(wake, flush_ns)
                 self._sleep_until(wake, self.clock())
         finally:
+            if flush:
+                self._flush_all()
             self._thread_cpu[name] = time.thread_time() - cpu0
+
+    def _isolate(self, group: list[MeterState], st: MeterState, took_s: float) -> None:
+        """Move a stalling meter out of the shared thread into one of its own."""
+        group.remove(st)
+        self.events.write({"t_ns": self.clock(), "kind": "meter_isolated", "meter": st.meter.name,
+                           "stall_s": round(took_s, 3),
+                           "message": f"{st.meter.name} took {took_s:.2f} s to answer: "
+                                      "polled in a thread of its own from now on"})
+        if not self._stop.is_set():
+            self._spawn([st])
 
     def _sleep_until(self, deadline_ns: int, now_ns: int) -> None:
         """Sleep to ``deadline_ns`` in slices of at most MAX_SLEEP_S, returning early on stop.
@@ -274,8 +317,14 @@ class Recorder:
             time.sleep(min(left, MAX_SLEEP_S))
             now_ns = self.clock()
 
+    def _flush_all(self) -> None:
+        for st in list(self.states.values()):
+            for w in list(st.writers.values()):
+                w.flush()
+
     def _flush_loop(self) -> None:
+        """Flusher for sessions without a shared polling thread (it flushes otherwise)."""
+        cpu0 = time.thread_time()
         while not self._stop.wait(FLUSH_EVERY_S):
-            for st in list(self.states.values()):
-                for w in list(st.writers.values()):
-                    w.flush()
+            self._flush_all()
+            self._thread_cpu["flusher"] = time.thread_time() - cpu0

@@ -77,7 +77,13 @@ class TraceWriter:
 
     def write(self, t_ns: int, rtt_ns: int, values: dict[str, float] | None, flag: str = "") -> None:
         if values:
-            cells = ",".join(_fmt(values.get(q)) for q in self.quantities)
+            try:  # fast path (the recorder's hot loop): every quantity present and plainly printable
+                cells = ",".join([repr(values[q]) for q in self.quantities])
+                plain = "n" not in cells and "e-" not in cells  # no nan/inf, no tiny value
+            except KeyError:
+                plain = False
+            if not plain:
+                cells = ",".join([_fmt(values.get(q)) for q in self.quantities])
         else:
             cells = "," * (len(self.quantities) - 1) if self.quantities else ""
         line = f"{t_ns},{rtt_ns},{flag},{cells}\n"

@@ -128,9 +128,13 @@ class Meter(ABC):
     #: True for meters that send a value per interval on their own: the recorder then
     #: calls ``read()`` back to back (it blocks until the next value) instead of sleeping.
     push: ClassVar[bool] = False
-    #: True for meters whose reads never block (sysfs, /proc, in-process): the recorder
-    #: polls them together in one thread, which saves a wake-up per meter and poll.
+    #: True for meters whose reads never wait on a device (sysfs, /proc, NVML, in-process):
+    #: the recorder polls them together in one thread, which saves a wake-up per meter and poll.
     local: ClassVar[bool] = False
+    #: True for a ``local`` meter whose calls can nevertheless hang now and then (NVML while a
+    #: GPU falls off the bus): after one poll or reopen that takes longer than the recorder's
+    #: STALL_S it is moved to a thread of its own, so it cannot hold up the others again.
+    may_stall: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, interval_s: float | None = None) -> None:
         self.name = name or self.kind

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import Channel, Meter, MeterConfigError, MeterReadError, Reading
+from drivers.kernel_files import AttrFile, read_bytes
 
 #: CodeCarbon's TDP for an unknown CPU (codecarbon.external.hardware.POWER_CONSTANT), W per socket
 UNKNOWN_CPU_TDP_W = 85.0
@@ -41,10 +42,11 @@ UNKNOWN_CPU_TDP_W = 85.0
 IDLE_SHARE = 0.1
 
 
-def read_proc_stat(path: str | os.PathLike[str] = "/proc/stat") -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from ``/proc/stat``'s aggregate ``cpu`` line."""
-    with open(path) as fh:
-        line = fh.readline()
+def parse_proc_stat(text: bytes | str, path: str | os.PathLike[str] = "/proc/stat") -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from the aggregate ``cpu`` line that starts ``/proc/stat``."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="replace")
+    line = text.partition("\n")[0]
     parts = line.split()
     if not parts or parts[0] != "cpu" or len(parts) < 5:
         raise MeterReadError(f"{path}: first line is not the aggregate 'cpu' line: {line[:60]!r}",
@@ -56,6 +58,11 @@ def read_proc_stat(path: str | os.PathLike[str] = "/proc/stat") -> tuple[int, in
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal; guest is inside user
     return total - idle, total
+
+
+def read_proc_stat(path: str | os.PathLike[str] = "/proc/stat") -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, read once from ``path`` (see :func:`parse_proc_stat`)."""
+    return parse_proc_stat(read_bytes(path), path)
 
 
 def utilisation(prev: tuple[int, int], now: tuple[int, int]) -> float:
@@ -188,6 +195,7 @@ class CpuModelMeter(Meter):
             self.notes.append(f"{self.name}: {key.replace('_w', '')} assumed: {why}; "
                               f"pass cpu-model?idle=W&max=W (measured or fitted) to override")
         self._prev: tuple[int, int] | None = None
+        self._stat: AttrFile | None = None  # kept open on procfs (pread), else opened per read
         self._prev_ns = 0
         self._energy_j = 0.0
 
@@ -196,8 +204,10 @@ class CpuModelMeter(Meter):
         return self.idle_w + (self.max_w - self.idle_w) * util
 
     def open(self) -> list[Channel]:
+        self.close()
         try:
-            self._prev = read_proc_stat(self.stat_path)
+            self._stat = AttrFile(self.stat_path)
+            self._prev = parse_proc_stat(self._stat.read(), self.stat_path)
         except OSError as exc:
             raise MeterConfigError(f"{self.name}: cannot read {self.stat_path} ({exc.strerror}); "
                                    "cpu-model needs Linux /proc/stat (or pass stat=PATH)") from None
@@ -217,10 +227,10 @@ class CpuModelMeter(Meter):
         return self.channels
 
     def read(self) -> Reading:
-        if self._prev is None:
+        if self._prev is None or self._stat is None:
             raise MeterReadError(f"{self.name}: not open", code="exception")
         try:
-            now = read_proc_stat(self.stat_path)
+            now = parse_proc_stat(self._stat.read(), self.stat_path)
         except OSError as exc:
             raise MeterReadError(f"{self.name}: {self.stat_path}: {exc}", code="exception") from None
         t_ns = self._clock()
@@ -234,6 +244,9 @@ class CpuModelMeter(Meter):
 
     def close(self) -> None:
         self._prev = None
+        if self._stat is not None:
+            self._stat.close()
+            self._stat = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "idle_w": self.idle_w, "max_w": self.max_w,

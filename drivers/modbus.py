@@ -159,11 +159,8 @@ def plan_blocks(quantities: list[Quantity], max_gap: int, max_block: int) -> lis
 def _load_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise MeterConfigError("reading Modbus profiles on Python 3.10 needs `pip install tomli`") from None
+    else:  # pragma: no cover - Python 3.10: tomli is a dependency there
+        import tomli as tomllib
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

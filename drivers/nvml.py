@@ -80,8 +80,12 @@ class Gpu:
 class NvmlMeter(Meter):
     """NVIDIA GPUs via NVML; ``indices`` None = all GPUs.  ``nvml``: a pynvml-like module."""
 
-    # not `local`: NVML calls can stall for seconds when a GPU falls off the bus, and that
-    # must not delay the RAPL and utilisation polls, so NVML keeps a polling thread of its own
+    # NVML calls answer in microseconds, so NVML shares the recorder's polling thread with
+    # RAPL and cpu-model (one wake-up for all).  They can stall for seconds when a GPU falls
+    # off the bus: the recorder then moves this meter to a thread of its own (may_stall), so
+    # the stall delays the other meters once, by at most that one call.
+    local = True
+    may_stall = True
 
     kind = "nvml"
     default_interval_s = 0.2  # NVML power refreshes every 20-100 ms; energy is cumulative

@@ -27,6 +27,9 @@ Each channel's primary reading is ``energy_j``: ``energy_uj`` unwrapped with
 ``max_energy_range_uj`` (:class:`drivers.base.CounterUnwrapper`); ``power_w`` is the
 energy difference over the time between this meter's consecutive polls (absent on the
 first poll).  Subzone energy is *included* in its package: never add them up.
+Each poll re-reads every ``energy_uj`` through :class:`drivers.kernel_files.AttrFile`
+(kept open and re-read with ``pread`` on a real sysfs: about 1.3 us a zone instead of
+27 us through ``open()``).
 
 Permissions: since CVE-2020-8694 (PLATYPUS) ``energy_uj`` is mode 0400 (root only).  An
 unreadable ``energy_uj`` *or* ``max_energy_range_uj`` is a MeterConfigError naming the
@@ -52,6 +55,7 @@ from drivers.base import (
     MeterReadError,
     Reading,
 )
+from drivers.kernel_files import GONE, AttrFile, read_bytes
 
 DEFAULT_ROOT = "/sys/class/powercap"
 ZONE_DIR = re.compile(r"^(intel-rapl(?:-mmio)?):(\d+)((?::\d+)*)$")
@@ -60,9 +64,8 @@ ReadFile = Callable[[Path], str]
 
 
 def read_sysfs(path: Path) -> str:
-    """Text of one sysfs attribute (one open/read/close: sysfs regenerates it per open)."""
-    with open(path) as fh:
-        return fh.read()
+    """Text of one sysfs attribute (one open/read/close; the poll path uses :class:`AttrFile`)."""
+    return read_bytes(path).decode(errors="replace")
 
 
 def fix_hint(root: str | Path) -> str:
@@ -92,6 +95,8 @@ class Zone:
     max_range_uj: int | None = None
     power_ceiling_w: float | None = None  # highest constraint power in the zone, if any
     unwrap: CounterUnwrapper = field(default_factory=lambda: CounterUnwrapper(None))
+    channel: str = ""  # channel id, set when the meter opens
+    energy_file: AttrFile | None = None  # energy_uj, polled (kept open on a real sysfs)
 
 
 def list_zones(root: str | Path, read_file: ReadFile | None = None) -> list[Zone]:
@@ -221,6 +226,8 @@ class RaplMeter(Meter):
             self._read_int(z.path / "energy_uj", "energy_uj")
             z.unwrap = CounterUnwrapper(float(z.max_range_uj))
             z.power_ceiling_w = self._ceiling(z)
+            z.channel = f"{self.name}.{z.qualified}"
+            z.energy_file = AttrFile(z.path / "energy_uj")
         self.zones = zones
         self.notes = [n for n in self.notes if "wraps every" not in n]
         self.channels = []
@@ -247,27 +254,29 @@ class RaplMeter(Meter):
     def read(self) -> Reading:
         if not self.zones:
             raise MeterDisconnected(f"{self.name}: not open")
+        hook = self._read_file
         t0 = self._clock()
         raws: list[int] = []
         for z in self.zones:
-            path = z.path / "energy_uj"
             try:
-                text = self._read(path)
-            except FileNotFoundError:
-                raise MeterDisconnected(f"{self.name}: {path} vanished") from None
+                raw = hook(z.path / "energy_uj") if hook else z.energy_file.read()  # type: ignore[union-attr]
             except PermissionError:
-                raise MeterReadError(f"{self.name}: {path} became unreadable", code="exception") from None
+                raise MeterReadError(f"{self.name}: {z.path}/energy_uj became unreadable",
+                                     code="exception") from None
             except OSError as exc:
-                raise MeterReadError(f"{self.name}: {path}: {exc}", code="exception") from None
+                if exc.errno in GONE:
+                    raise MeterDisconnected(f"{self.name}: {z.path}/energy_uj vanished") from None
+                raise MeterReadError(f"{self.name}: {z.path}/energy_uj: {exc}", code="exception") from None
             try:
-                raws.append(int(text.strip()))
+                raws.append(int(raw))
             except ValueError:
-                raise MeterReadError(f"{self.name}: {path} holds {text[:30]!r}", code="garbage") from None
+                raise MeterReadError(f"{self.name}: {z.path}/energy_uj holds {raw[:30]!r}",
+                                     code="garbage") from None
         t_ns = (t0 + self._clock()) // 2
         values: dict[str, dict[str, float]] = {}
         flags: dict[str, str] = {}
         for z, raw in zip(self.zones, raws):
-            ch = f"{self.name}.{z.qualified}"
+            ch = z.channel
             if z.max_range_uj and not 0 <= raw <= z.max_range_uj:
                 flags[ch] = "range"
             energy = z.unwrap.update(float(raw)) / 1e6
@@ -283,6 +292,9 @@ class RaplMeter(Meter):
         return Reading(values, flags=flags)
 
     def close(self) -> None:
+        for z in self.zones:
+            if z.energy_file is not None:
+                z.energy_file.close()
         self.zones = []
         self._last = {}
 

@@ -190,3 +190,28 @@ def test_characterize_recovers_update_period_window_and_delay(tmp_path: Path) ->
         r = rows[cid]
         assert r["delay_s"] + r["window_s"] / 2 == pytest.approx(delay, abs=0.3)
     assert rows["gpu"]["update_period_s"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_fit_of_a_cpu_model_gives_the_refitted_model(tmp_path: Path) -> None:
+    """rapl.package-0 relabelled as a cpu-model (12 W + 95 W x load is idle 12, max 107 W):
+    fitted to the wall (95 W + 180 W x load), the model to use is idle 95 W, max 275 W."""
+    from analysis.calibration import refit_cpu_model
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "s"
+    write_session(folder)
+    man = json.loads((folder / "session.json").read_text())
+    meter = next(m for m in man["meters"] if m["channels"][0]["id"] == "rapl.package-0")
+    meter["kind"] = "cpu-model"
+    meter["channels"][0].update(source="modelled", info={"idle_w": 12.0, "max_w": 107.0})
+    (folder / "session.json").write_text(json.dumps(man))
+    cp = run_cli("fit", str(folder), "--candidate", "rapl.package-0", "--window", "10",
+                 "-o", str(tmp_path / "m.json"))
+    assert cp.returncode == 0, cp.stderr
+    line = next(x for x in cp.stdout.splitlines() if "cpu-model?idle=" in x)
+    idle, top = (float(v) for v in line.split("cpu-model?idle=")[1].split(" ")[0].split("&max="))
+    assert idle == pytest.approx(95.0, abs=3.0) and top == pytest.approx(275.0, rel=0.02)
+    exact = CalibrationModel("wall", ["c"], 50.0, {"c": 1.5}, [[0.0, 0.0], [0.0, 0.0]], 1.0, 10, 12, 10.0)
+    assert refit_cpu_model(exact, 10.0, 65.0) == (65.0, 147.5)
+    cp = run_cli("fit", str(folder), "--candidate", "gpu", "--window", "10", "-o", str(tmp_path / "g.json"))
+    assert cp.returncode == 0 and "cpu-model?" not in cp.stdout  # only for a utilisation model

@@ -112,8 +112,8 @@ def test_agree_on_a_published_bland_altman_example(shared_data, tmp_path) -> Non
 
 def test_a_gap_in_the_reference_is_left_out_not_counted_as_zero(tmp_path) -> None:
     out = tmp_path / "gap"
-    cp = run_cli("run", "--meter", "sim:wattsup?faults=drop:3+3&signal=constant:100", "--workload", "idle",
-                 "--duration", "14", "--baseline", "1", "--out", str(out), "-q")
+    cp = run_cli("run", "--meter", "sim:wattsup?faults=drop:5+6&signal=constant:100", "--workload", "idle",
+                 "--duration", "16", "--baseline", "1", "--out", str(out), "-q")
     assert cp.returncode == 0, cp.stderr
     s = json.loads((out / "summary.json").read_text())
     w = s["meters"]["wattsup"]

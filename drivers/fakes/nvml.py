@@ -11,7 +11,8 @@ Each :class:`FakeGpu` integrates its power (W: a number or a callable of seconds
 own clock into the total-energy counter (mJ, Volta and newer; ``NotSupported`` on
 Pascal and older, like the real library), serves ``nvmlDeviceGetPowerUsage`` (mW) and
 the power field values 185/186 (average: Ampere and newer only), and can be made to
-vanish (``lose()``: every call then raises ``NVMLError_GpuIsLost``).
+vanish (``lose()``: every call then raises ``NVMLError_GpuIsLost``, after hanging for
+``stall_s`` if given).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class FakeGpu:
     uuid: str = ""
     energy_mj_start: float = 123_456_789.0  # the counter counts since the driver loaded
     lost: bool = False
+    stall_s: float = 0.0  # while lost, each call hangs this long before failing (driver timeouts)
     clock: Callable[[], float] = time.monotonic
     _t0: float = field(default=0.0, repr=False)
     _last_t: float = field(default=0.0, repr=False)
@@ -161,8 +163,13 @@ class FakeGpu:
     def has_energy_counter(self) -> bool:
         return self.arch >= NVML_DEVICE_ARCH_VOLTA
 
-    def lose(self) -> None:
-        """The GPU falls off the bus: every call on it raises NVMLError_GpuIsLost."""
+    def lose(self, stall_s: float = 0.0) -> None:
+        """The GPU falls off the bus: every call on it raises NVMLError_GpuIsLost.
+
+        ``stall_s`` > 0: each call first hangs that long (s), as the real library does
+        while the driver waits for a GPU that no longer answers.
+        """
+        self.stall_s = stall_s
         self.lost = True
 
 
@@ -223,6 +230,8 @@ class FakeNvml(types.SimpleNamespace):
         if self._init_count <= 0:
             raise _err("UNINITIALIZED")
         if h.lost:
+            if h.stall_s > 0:
+                time.sleep(h.stall_s)
             raise _err("GPU_IS_LOST")
         return h
 

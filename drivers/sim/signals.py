@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivers.base import MeterConfigError
+from drivers.cpu_model import read_proc_stat
 
 PowerSignal = Callable[[float], float]
 
@@ -79,15 +80,6 @@ def from_csv(path: str | os.PathLike[str]) -> PowerSignal:
         return ws[lo] + f * (ws[hi] - ws[lo])
 
     return signal
-
-
-def read_proc_stat(path: str = "/proc/stat") -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from ``/proc/stat``'s first line."""
-    with open(path) as fh:
-        fields = [int(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already in user/nice
-    return total - idle, total
 
 
 class HostLoad:

@@ -54,7 +54,7 @@ class MeterState:
     faults: Counter = field(default_factory=Counter)
     last: dict[str, dict[str, float]] = field(default_factory=dict)
     connected: bool = True
-    cpu_s: float = 0.0  # CPU time of this meter's polls (s)
+    cpu_s: float = 0.0  # CPU time of this meter's polls and reopens (s)
     next_ns: int = 0
     reopen_ns: int = 0
 
@@ -209,7 +209,6 @@ class Recorder:
     def _poll_once(self, st: MeterState) -> None:
         """One read of one meter: rows written, or the fault flagged and counted."""
         m = st.meter
-        c0 = time.thread_time()
         t0 = self.clock()
         try:
             reading = m.read()
@@ -238,7 +237,6 @@ class Recorder:
                 w.write(t_ns, rtt_ns, values, flag=reading.flags.get(ch_id, ""))
             st.samples += 1
             st.last = reading.values
-        st.cpu_s += time.thread_time() - c0
 
     def _poll_loop(self, group: list[MeterState], flush: bool = False) -> None:
         """Poll a group of meters, each at its own interval, in this thread.
@@ -259,6 +257,10 @@ class Recorder:
         name = threading.current_thread().name
         try:
             while not self._stop.is_set() and group:
+                # one CPU clock read per wake-up and per poll: the thread's total so far, then
+                # each poll's share (a thread_time call is a syscall, not a vDSO read)
+                c = time.thread_time()
+                self._thread_cpu[name] = c - cpu0
                 now = self.clock()
                 for st in list(group):
                     if st.connected and not (push or now >= st.next_ns):
@@ -274,6 +276,9 @@ class Recorder:
                             st.next_ns = t + interval_ns
                     elif self._try_reopen(st):
                         st.next_ns = self.clock()
+                    c1 = time.thread_time()
+                    st.cpu_s += c1 - c
+                    c = c1
                     t = self.clock()
                     took_ns, now = t - now, t
                     if len(group) > 1 and getattr(st.meter, "may_stall", False) and took_ns > STALL_S * 1e9:
@@ -281,7 +286,6 @@ class Recorder:
                 if flush and now >= flush_ns:
                     self._flush_all()
                     flush_ns = now + int(FLUSH_EVERY_S * 1e9)
-                self._thread_cpu[name] = time.thread_time() - cpu0  # once per wake-up
                 if push and group[0].connected:
                     continue
                 wake = min(st.next_ns if st.connected else st.reopen_ns for st in group)

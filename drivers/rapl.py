@@ -176,9 +176,10 @@ class RaplMeter(Meter):
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, zones: str = "", name: str | None = None,
                  interval_s: float | None = None, read_file: ReadFile | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock_ns: Callable[[], int] = time.monotonic_ns, keep_open: bool | None = None) -> None:
         super().__init__(name, interval_s)
         self.root = Path(root)
+        self.keep_open = keep_open  # None: keep energy_uj open only on a real sysfs (AttrFile)
         self.selector = zones
         self._read_file = read_file  # None: module-level read_sysfs (monkeypatchable)
         self._clock = clock_ns
@@ -227,7 +228,7 @@ class RaplMeter(Meter):
             z.unwrap = CounterUnwrapper(float(z.max_range_uj))
             z.power_ceiling_w = self._ceiling(z)
             z.channel = f"{self.name}.{z.qualified}"
-            z.energy_file = AttrFile(z.path / "energy_uj")
+            z.energy_file = AttrFile(z.path / "energy_uj", keep_open=self.keep_open)
         self.zones = zones
         self.notes = [n for n in self.notes if "wraps every" not in n]
         self.channels = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -106,12 +107,19 @@ def test_a_failing_meter_opens_nothing_and_leaves_no_session(tmp_path) -> None:
     assert not (tmp_path / "s" / "session.json").exists()
 
 
-def test_rows_are_flushed_while_recording(tmp_path) -> None:
-    m = ScriptedMeter([7.0], interval_s=0.02)
+class LocalScripted(ScriptedMeter):
+    local = True  # polled in the shared thread, which also does the flushing
+
+
+@pytest.mark.parametrize("cls", [ScriptedMeter, LocalScripted])
+def test_rows_are_flushed_while_recording(tmp_path, cls) -> None:
+    m = cls([7.0], interval_s=0.02)
     s = Session([m], out=tmp_path / "s").start()
     try:
-        time.sleep(1.3)  # the flusher runs every 0.5 s
+        time.sleep(1.3)  # files are flushed every 0.5 s (by the flusher, or the shared thread)
         text = (tmp_path / "s" / "traces" / "scripted.csv").read_text()
         assert text.count("\n") > 20
+        names = sorted(t.name for t in threading.enumerate() if t.name in ("flusher", "meter-shared", "meter-scripted"))
+        assert names == (["flusher", "meter-scripted"] if cls is ScriptedMeter else ["meter-shared"])
     finally:
         s.stop()

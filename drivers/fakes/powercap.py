@@ -7,7 +7,10 @@
 hand (:meth:`advance`, deterministic) or in *live* mode (:meth:`start`): a background
 thread adds each zone's power (W, a number or a callable of seconds since start) every
 ``tick_s`` and wraps the counter at ``max_energy_range_uj``, as the hardware does.
-Files are replaced atomically (write + rename), so a reader never sees half a number.
+Files are replaced atomically (write + rename), so a reader never sees half a number;
+``in_place=True`` instead rewrites ``energy_uj`` in place, so a reader can keep it open
+and ``pread`` it as it does on sysfs (benchmarks: a concurrent read can, very rarely,
+see a torn number, which a real sysfs never shows).
 ``truth_j(zone)`` is the energy the fake has added, the value a correct reader reports.
 For ``calibrate demo`` on a machine without RAPL::
 
@@ -116,8 +119,9 @@ class FakePowercap:
     """A powercap tree under ``root`` whose RAPL counters advance by hand or in a thread."""
 
     def __init__(self, root: str | Path, zones: list[FakeZone] | None = None,
-                 start_uj: dict[str, int] | None = None) -> None:
+                 start_uj: dict[str, int] | None = None, in_place: bool = False) -> None:
         self.root = Path(root)
+        self.in_place = in_place
         self.root.mkdir(parents=True, exist_ok=True)
         self.zones = {z.dirname: z for z in (zones if zones is not None else typical_zones())}
         self._lock = threading.Lock()
@@ -186,7 +190,17 @@ class FakePowercap:
         z.truth_uj += uj
         # the counter shows whole microjoules of the truth, modulo the wrap value
         z.energy_uj = (z.origin_uj + int(round(z.truth_uj))) % z.max_range_uj
-        self._write(self.path(z.dirname, "energy_uj"), f"{z.energy_uj}\n")
+        path = self.path(z.dirname, "energy_uj")
+        if self.in_place:
+            data = f"{z.energy_uj}\n".encode()
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
+        else:
+            self._write(path, f"{z.energy_uj}\n")
 
     def advance(self, seconds: float) -> None:
         """Advance every zone by its power (W) times ``seconds`` (power taken at the step's start)."""

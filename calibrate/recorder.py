@@ -3,11 +3,14 @@
 Each meter is polled at its own interval: serial, network and push meters in a thread
 of their own (push meters, which send a value per interval on their own, are read back
 to back), meters whose reads never wait on a device (sysfs, /proc, NVML) together in one
-*shared* thread, which also flushes the trace files.  A wake-up costs more CPU than a
-sysfs read (about 80 us of CPU on a small VM), so one thread for all of them is the
-cheapest way to poll; a shared meter whose call can hang (NVML when a GPU falls off the
-bus: ``Meter.may_stall``) is moved to a thread of its own after its first poll or reopen
-that takes longer than STALL_S, so it never holds up the others twice.
+*shared* thread.  A wake-up costs more CPU than a sysfs read (about 80 us of CPU on a
+small VM), so one thread for all of them is the cheapest way to poll, and no thread ever
+wakes up only to flush: each thread flushes the files it writes, a device thread after
+every poll (before it waits on its device again), the shared thread when its rows are
+FLUSH_EVERY_S old or before a sleep that would outlast that.  A shared meter whose call
+can hang (NVML when a GPU falls off the bus: ``Meter.may_stall``) is moved to a thread of
+its own after its first poll or reopen that takes longer than STALL_S, so it never holds
+up the others twice.
 A polled sample is stamped at
 the midpoint of request and reply on the session clock and the round trip is kept.
 Faults never stop a session: a failed poll writes a flagged row and is counted; a meter
@@ -71,7 +74,6 @@ class Recorder:
         self.clock = clock
         self.states: dict[str, MeterState] = {}
         self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self._thread_cpu: dict[str, float] = {}  # polling thread -> its CPU time (s)
         self._started_ns = 0
@@ -120,14 +122,11 @@ class Recorder:
             if st not in shared:
                 self._spawn([st])
         if shared:
-            self._spawn(shared, flush=True)  # flushes the files too: no flusher wake-ups
-        else:
-            self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
-            self._flusher.start()
+            self._spawn(shared, shared=True)
 
-    def _spawn(self, group: list[MeterState], flush: bool = False) -> None:
-        label = "shared" if flush else group[0].meter.name
-        t = threading.Thread(target=self._poll_loop, args=(group, flush), name=f"meter-{label}",
+    def _spawn(self, group: list[MeterState], shared: bool = False) -> None:
+        label = "shared" if shared else group[0].meter.name
+        t = threading.Thread(target=self._poll_loop, args=(group, shared), name=f"meter-{label}",
                              daemon=True)
         self._threads.append(t)
         t.start()
@@ -149,12 +148,10 @@ class Recorder:
                                    "code": "close", "message": str(exc)})
             for w in st.writers.values():
                 w.close()
-        if self._flusher is not None:
-            self._flusher.join(timeout=2)
 
     # -- figures ----------------------------------------------------------------------
     def cpu_seconds(self) -> float:
-        """CPU time spent in the polling and flushing threads so far, wake-ups included (s)."""
+        """CPU time spent in the polling threads so far, wake-ups and flushes included (s)."""
         return sum(self._thread_cpu.values())
 
     def summary(self) -> dict[str, Any]:
@@ -238,13 +235,14 @@ class Recorder:
             st.samples += 1
             st.last = reading.values
 
-    def _poll_loop(self, group: list[MeterState], flush: bool = False) -> None:
+    def _poll_loop(self, group: list[MeterState], shared: bool = False) -> None:
         """Poll a group of meters, each at its own interval, in this thread.
 
         A push meter is a group of one and is read back to back (its read blocks until the
         meter's next value).  A disconnected meter is reopened every RECONNECT_EVERY_S.
-        ``flush``: this thread also flushes every trace file every FLUSH_EVERY_S.  A
-        ``may_stall`` meter in a shared group whose poll or reopen took longer than
+        The thread flushes its meters' files: a device thread (``shared`` False) after each
+        iteration, the shared thread when due or before a sleep past the due time.  A
+        ``may_stall`` meter in the shared group whose poll or reopen took longer than
         STALL_S is handed to a thread of its own.
         """
         cpu0 = time.thread_time()
@@ -283,18 +281,15 @@ class Recorder:
                     took_ns, now = t - now, t
                     if len(group) > 1 and getattr(st.meter, "may_stall", False) and took_ns > STALL_S * 1e9:
                         self._isolate(group, st, took_ns / 1e9)
-                if flush and now >= flush_ns:
-                    self._flush_all()
+                wake = min(st.next_ns if st.connected else st.reopen_ns for st in group) if group else now
+                if not shared or now >= flush_ns or wake > flush_ns:
+                    self._flush(group)
                     flush_ns = now + int(FLUSH_EVERY_S * 1e9)
                 if push and group[0].connected:
                     continue
-                wake = min(st.next_ns if st.connected else st.reopen_ns for st in group)
-                if flush:
-                    wake = min(wake, flush_ns)
                 self._sleep_until(wake, self.clock())
         finally:
-            if flush:
-                self._flush_all()
+            self._flush(group)
             self._thread_cpu[name] = time.thread_time() - cpu0
 
     def _isolate(self, group: list[MeterState], st: MeterState, took_s: float) -> None:
@@ -321,14 +316,9 @@ class Recorder:
             time.sleep(min(left, MAX_SLEEP_S))
             now_ns = self.clock()
 
-    def _flush_all(self) -> None:
-        for st in list(self.states.values()):
+    @staticmethod
+    def _flush(group: list[MeterState]) -> None:
+        """Flush the files of these meters (a no-op for a file with no new rows)."""
+        for st in group:
             for w in list(st.writers.values()):
                 w.flush()
-
-    def _flush_loop(self) -> None:
-        """Flusher for sessions without a shared polling thread (it flushes otherwise)."""
-        cpu0 = time.thread_time()
-        while not self._stop.wait(FLUSH_EVERY_S):
-            self._flush_all()
-            self._thread_cpu["flusher"] = time.thread_time() - cpu0

@@ -111,8 +111,10 @@ def test_agree_on_a_published_bland_altman_example(shared_data, tmp_path) -> Non
 
 
 def test_a_gap_in_the_reference_is_left_out_not_counted_as_zero(tmp_path) -> None:
+    # a 4 s drop 5 s in (inside the workload phase however slow the start): the ~5 s gap is
+    # more than the edge allowance (2 x (interval + window) = 4 s) and under half the phase
     out = tmp_path / "gap"
-    cp = run_cli("run", "--meter", "sim:wattsup?faults=drop:5+6&signal=constant:100", "--workload", "idle",
+    cp = run_cli("run", "--meter", "sim:wattsup?faults=drop:5+4&signal=constant:100", "--workload", "idle",
                  "--duration", "16", "--baseline", "1", "--out", str(out), "-q")
     assert cp.returncode == 0, cp.stderr
     s = json.loads((out / "summary.json").read_text())

@@ -108,7 +108,7 @@ def test_a_failing_meter_opens_nothing_and_leaves_no_session(tmp_path) -> None:
 
 
 class LocalScripted(ScriptedMeter):
-    local = True  # polled in the shared thread, which also does the flushing
+    local = True  # polled in the shared thread, which flushes when its rows are 0.5 s old
 
 
 @pytest.mark.parametrize("cls", [ScriptedMeter, LocalScripted])
@@ -116,10 +116,25 @@ def test_rows_are_flushed_while_recording(tmp_path, cls) -> None:
     m = cls([7.0], interval_s=0.02)
     s = Session([m], out=tmp_path / "s").start()
     try:
-        time.sleep(1.3)  # files are flushed every 0.5 s (by the flusher, or the shared thread)
+        time.sleep(1.3)  # rows are flushed within 0.5 s, by the thread that writes them
         text = (tmp_path / "s" / "traces" / "scripted.csv").read_text()
         assert text.count("\n") > 20
-        names = sorted(t.name for t in threading.enumerate() if t.name in ("flusher", "meter-shared", "meter-scripted"))
-        assert names == (["flusher", "meter-scripted"] if cls is ScriptedMeter else ["meter-shared"])
+        names = [t.name for t in threading.enumerate() if t.name.startswith("meter-") or t.name == "flusher"]
+        assert names == (["meter-scripted"] if cls is ScriptedMeter else ["meter-shared"])  # no flusher
     finally:
         s.stop()
+
+
+def test_a_slow_shared_meter_flushes_each_row_at_once(tmp_path) -> None:
+    """Polled every 1 s: its thread flushes before sleeping past the 0.5 s deadline, so each
+    row is on disk right after its poll, with no extra wake-up in between."""
+    m = LocalScripted([5.0], interval_s=1.0)
+    s = Session([m], out=tmp_path / "s").start()
+    try:
+        time.sleep(0.3)
+        first = (tmp_path / "s" / "traces" / "scripted.csv").read_text().splitlines()
+        time.sleep(1.0)
+        second = (tmp_path / "s" / "traces" / "scripted.csv").read_text().splitlines()
+    finally:
+        s.stop()
+    assert len(first) == 2 and len(second) == 3  # header + one row, then + the next second's row

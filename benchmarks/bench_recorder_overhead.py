@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         tmpd = Path(tmp)
         try:
-            for key, layout in TREES.items():
-                FakePowercap(tmpd / key, typical_zones(**layout))  # the tree exists before meters open
+            for key, layout in TREES.items():  # each tree exists once its child says ready
                 ready = ctx.Event()
                 children.append(ctx.Process(target=advance_tree, args=(str(tmpd / key), layout, ready),
                                             daemon=True))

@@ -260,25 +260,29 @@ class Recorder:
                 c = time.thread_time()
                 self._thread_cpu[name] = c - cpu0
                 now = self.clock()
-                for st in list(group):
-                    if st.connected and not (push or now >= st.next_ns):
-                        continue
-                    if not st.connected and now < st.reopen_ns:
-                        continue
+                for st in list(group):  # a copy: _isolate may take a meter out
                     if st.connected:
+                        if not (push or now >= st.next_ns):
+                            continue
                         self._poll_once(st)
-                        interval_ns = int(st.meter.interval_s * 1e9)
-                        st.next_ns += interval_ns
-                        t = self.clock()
-                        if st.next_ns <= t:  # fell behind (slow meter): skip, do not burst
-                            st.next_ns = t + interval_ns
-                    elif self._try_reopen(st):
-                        st.next_ns = self.clock()
+                        polled = True
+                    elif now >= st.reopen_ns:
+                        self._try_reopen(st)  # connected again on success
+                        polled = False
+                    else:
+                        continue
                     c1 = time.thread_time()
                     st.cpu_s += c1 - c
                     c = c1
                     t = self.clock()
                     took_ns, now = t - now, t
+                    if polled:
+                        interval_ns = int(st.meter.interval_s * 1e9)
+                        st.next_ns += interval_ns
+                        if st.next_ns <= t:  # fell behind (slow meter): skip, do not burst
+                            st.next_ns = t + interval_ns
+                    elif st.connected:  # just reopened: poll at once
+                        st.next_ns = t
                     if len(group) > 1 and getattr(st.meter, "may_stall", False) and took_ns > STALL_S * 1e9:
                         self._isolate(group, st, took_ns / 1e9)
                 wake = min(st.next_ns if st.connected else st.reopen_ns for st in group) if group else now

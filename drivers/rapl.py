@@ -181,7 +181,7 @@ class RaplMeter(Meter):
         self.root = Path(root)
         self.keep_open = keep_open  # None: keep energy_uj open only on a real sysfs (AttrFile)
         self.selector = zones
-        self._read_file = read_file  # None: module-level read_sysfs (monkeypatchable)
+        self._read_file = read_file  # None: read_sysfs when opening (monkeypatchable), AttrFile per poll
         self._clock = clock_ns
         self.zones: list[Zone] = []
         self._last: dict[str, tuple[int, float]] = {}  # zone dir -> (t_ns, energy_j)

@@ -9,14 +9,22 @@ lag and is estimated, not assumed away.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from drivers.base import safe_name
+from analysis.session_format import (
+    EVENTS_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    TRACE_DIR,
+    TraceWriter,
+    safe_name,
+    trace_path,
+    write_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,6 @@ def _read(spec: TraceSpec, time_col: str, power_col: str, energy_col: str | None
                          f"has {', '.join(map(str, df.columns))}")
     t = pd.to_numeric(df[time_col], errors="coerce")
     out = pd.DataFrame({"t_ns": (t * 1e9).round()})
-    out["rtt_ns"] = 0
-    out["flag"] = ""
     if power_col in df:
         out["power_w"] = pd.to_numeric(df[power_col], errors="coerce")
     if energy_col and energy_col in df:
@@ -77,29 +83,34 @@ def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = No
     if reference and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the traces ({', '.join(names)})")
     out = Path(out)
-    if (out / "session.json").exists():
+    if (out / MANIFEST_FILE).exists():
         raise ValueError(f"{out} already holds a session; choose another --out")
     frames = {t.name: _read(t, time_col, power_col, energy_col) for t in traces}
-    (out / "traces").mkdir(parents=True, exist_ok=True)
+    (out / TRACE_DIR).mkdir(parents=True, exist_ok=True)
     start_ns = min(int(f["t_ns"].iloc[0]) for f in frames.values())
     meters = []
     for spec in traces:
         df = frames[spec.name]
-        df.to_csv(out / "traces" / f"{spec.name}.csv", index=False)
+        quantities = tuple(c for c in ("power_w", "energy_j") if c in df)
+        writer = TraceWriter(trace_path(out, spec.name), quantities)
+        try:
+            for t_ns, *values in df[["t_ns", *quantities]].itertuples(index=False):
+                writer.write(int(t_ns), 0, dict(zip(quantities, map(float, values))))
+        finally:
+            writer.close()
         interval = float(np.median(np.diff(df["t_ns"].to_numpy()))) / 1e9
-        quantities = [c for c in ("power_w", "energy_j") if c in df]
         meters.append({"uri": f"import:{spec.path}", "kind": "import", "name": spec.name, "source_file": str(spec.path),
                        "channels": [{"id": spec.name, "scope": spec.scope, "source": "measured",
-                                     "quantities": quantities, "window_s": None, "update_interval_s": interval,
+                                     "quantities": list(quantities), "window_s": None, "update_interval_s": interval,
                                      "energy_resolution_j": None,
                                      "primary": "energy_j" if "energy_j" in quantities else "power_w",
                                      "info": {"imported_from": str(spec.path)}}]})
-    manifest = {"format": "calibrate-session/1", "status": "imported",
+    manifest = {"format": FORMAT, "status": "imported",
                 "clock": {"source": "imported (Unix time of each file; offsets between files are estimated as lags)",
                           "unit": "ns", "start_ns": start_ns, "end_ns": None,
                           "anchor": {"monotonic_ns": start_ns, "utc_ns": start_ns, "uncertainty_ns": 0}},
                 "reference": reference, "meters": meters,
                 "workload": {"name": "imported", "parameters": {}}, "notes": source_note}
-    (out / "session.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    (out / "events.jsonl").write_text("")
+    write_manifest(out, manifest)
+    (out / EVENTS_FILE).touch()
     return out

@@ -1,15 +1,13 @@
 """Load a recorded session into pandas.
 
-``load_session(path)`` reads ``session.json``, every ``traces/*.csv`` and
-``events.jsonl``.  Times become seconds since the session start (``t_s``, float) next to
-the original ``t_ns``.  A torn last line (recorder killed mid-write) is dropped; a
-session whose manifest still says ``recording`` is marked incomplete.
+``load_session(path)`` reads ``session.json``, every trace and ``events.jsonl`` through
+:mod:`analysis.session_format` (which owns the files, columns and flag rules).  Times
+become seconds since the session start (``t_s``, float) next to the original ``t_ns``.
+A session whose manifest still says ``recording`` is marked incomplete.
 """
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,18 +15,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drivers.base import safe_name
+from analysis.session_format import (
+    EVENTS_FILE,
+    SEGMENT_BREAKS,
+    SessionError,
+    manifest_channels,
+    read_events,
+    read_manifest,
+    read_trace,
+    safe_name,
+    split_notes,
+    trace_files,
+)
 
-TRACE_DIR = "traces"
-
-
-class SessionError(ValueError):
-    """The folder is not a readable session (one-line message)."""
+__all__ = ["ChannelTrace", "SessionData", "SessionError", "load_session"]
 
 
 @dataclass
 class ChannelTrace:
-    """One channel's samples and metadata.  ``data`` has t_s, t_ns, rtt_ns, flag and quantities."""
+    """One channel's samples and metadata.
+
+    ``data`` has t_s (s since the session start), t_ns, rtt_ns, flag, fault (bool) and the
+    quantities (W, J, V, A, ... as named).
+    """
 
     id: str
     meter: str
@@ -37,19 +46,28 @@ class ChannelTrace:
 
     @property
     def ok(self) -> pd.DataFrame:
-        """Rows without a fault flag (values present)."""
-        return self.data[self.data["flag"] == ""]
+        """Rows with values: fault rows dropped, suspect-but-valid rows (a note in ``flag``) kept."""
+        return self.data[~self.data["fault"]]
 
     @property
     def faults(self) -> dict[str, int]:
-        flags = self.data["flag"]
-        counts = flags[flags != ""].value_counts()
+        """Fault rows (no values) counted by code."""
+        counts = self.data.loc[self.data["fault"], "flag"].value_counts()
         return {str(k): int(v) for k, v in counts.items()}
+
+    @property
+    def notes(self) -> dict[str, int]:
+        """Notes on suspect-but-valid values, counted by note (``freq_hz:nan``: 3)."""
+        out: dict[str, int] = {}
+        for flag in self.data.loc[~self.data["fault"] & (self.data["flag"] != ""), "flag"]:
+            for note in split_notes(flag):
+                out[note] = out.get(note, 0) + 1
+        return out
 
     def segments(self) -> np.ndarray:
         """Segment number of each OK row: counters restart after disconnect/reconnect rows."""
-        brk = self.data["flag"].isin(["disconnected", "reconnected"]).cumsum().to_numpy()
-        return brk[(self.data["flag"] == "").to_numpy()]
+        brk = (self.data["fault"] & self.data["flag"].isin(SEGMENT_BREAKS)).cumsum().to_numpy()
+        return brk[(~self.data["fault"]).to_numpy()]
 
     @property
     def source(self) -> str:
@@ -107,69 +125,16 @@ class SessionData:
         return out
 
 
-def _read_lines(path: Path) -> str:
-    text = path.read_text(errors="replace")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # torn last line
-    return text
-
-
-def read_trace(path: Path, start_ns: int) -> pd.DataFrame:
-    text = _read_lines(path)
-    if not text.strip():
-        raise SessionError(f"{path}: empty trace")
-    df = pd.read_csv(io.StringIO(text), dtype={"flag": str}, keep_default_na=False,
-                     na_values={c: [""] for c in text.split("\n", 1)[0].split(",") if c not in ("flag",)})
-    df["flag"] = df["flag"].fillna("").astype(str)
-    df["t_ns"] = df["t_ns"].astype("int64")
-    df.insert(0, "t_s", (df["t_ns"] - start_ns) / 1e9)
-    for col in df.columns:
-        if col not in ("flag", "t_ns", "t_s"):
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.sort_values("t_ns", kind="stable").reset_index(drop=True)
-
-
-def read_events(path: Path, start_ns: int) -> pd.DataFrame:
-    rows = []
-    if path.exists():
-        for line in _read_lines(path).splitlines():
-            try:
-                ev = json.loads(line)
-                int(ev["t_ns"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            rows.append(ev)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "t_s": pd.Series(dtype=float),
-                             "kind": pd.Series(dtype=str)})
-    df["t_ns"] = df["t_ns"].astype("int64")
-    df.insert(0, "t_s", (df["t_ns"] - start_ns) / 1e9)
-    return df.sort_values("t_ns", kind="stable").reset_index(drop=True)
-
-
 def load_session(path: str | Path) -> SessionData:
     """Read a session folder.  Raises SessionError with a one-line message."""
     folder = Path(path)
-    if not folder.is_dir():
-        raise SessionError(f"{folder} is not a folder")
-    mpath = folder / "session.json"
-    if not mpath.exists():
-        raise SessionError(f"{folder} has no session.json: not a calibrate session")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise SessionError(f"{mpath} is not valid JSON ({exc.msg})") from None
+    manifest = read_manifest(folder)
     start_ns = int(manifest.get("clock", {}).get("start_ns", 0))
-    info: dict[str, tuple[str, dict[str, Any]]] = {}
-    for m in manifest.get("meters", []):
-        for ch in m.get("channels", []):
-            info[ch["id"]] = (m.get("name", ch["id"]), {**ch, "meter_kind": m.get("kind"),
-                                                       "simulated": m.get("simulated", False)})
+    info = manifest_channels(manifest)
     by_file = {safe_name(cid): cid for cid in info}
     channels: dict[str, ChannelTrace] = {}
     warnings: list[str] = []
-    for csv_path in sorted((folder / TRACE_DIR).glob("*.csv")):
+    for csv_path in trace_files(folder):
         cid = by_file.get(csv_path.stem, csv_path.stem)
         try:
             data = read_trace(csv_path, start_ns)
@@ -182,5 +147,5 @@ def load_session(path: str | Path) -> SessionData:
         raise SessionError(f"{folder} holds no readable traces")
     if manifest.get("status") == "recording":
         warnings.append("session is incomplete: the recorder did not finish (killed or still running)")
-    return SessionData(folder, manifest, channels, read_events(folder / "events.jsonl", start_ns),
+    return SessionData(folder, manifest, channels, read_events(folder / EVENTS_FILE, start_ns),
                        start_ns, warnings)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
 
     from calibrate.recorder import Recorder
-    from calibrate.storage import EventWriter
+    from analysis.session_format import EventWriter
 
     ctx = mp.get_context("spawn")
     children: list[Any] = []

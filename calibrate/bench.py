@@ -1,223 +1,240 @@
-"""One bench run: meters recording while a workload process runs, with idle baselines.
+"""A bench run as a library call: ``run_bench(plan)``.
 
-Used by ``calibrate run``, ``calibrate demo`` and campaigns.  The workload runs in its
-own process; its phase markers arrive over a pipe (``CALIBRATE_EVENTS_FD``) and are
-written to the session's events file with their own stamps (same clock).
+::
+
+    from calibrate.bench import BenchPlan, run_bench
+
+    result = run_bench(BenchPlan(meters=["sim:wattsup", "cpu-model"], workload="square",
+                                 params={"duration_s": 20}, reference="wattsup"))
+    print(result.status, result.path, result.summary["agreement"][0]["bland_altman"]["bias"])
+
+The procedure, the same for ``calibrate run``, ``calibrate demo`` and every campaign run:
+check the plan (bad options raise :class:`~calibrate.errors.UsageError` or
+:class:`~drivers.base.MeterConfigError` before anything is recorded), open every meter,
+an idle baseline (``baseline-before``), the workload in its own process (``workload``),
+a bounded cool-down until the reference power is back near idle (``cooldown``), a second
+baseline (``baseline-after``), then the report (``report.html``, ``summary.json``).
+What happens along the way reaches an optional :class:`BenchReporter`.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calibrate.errors import UsageError
+from calibrate.recorder import LiveMeter
 from calibrate.session import Session
-from workloads.events import ENV_FD
+from calibrate.workload_process import WorkloadRun, run_workload
+from drivers.base import Meter
 
-GRACE_S = 15.0  # a workload given --duration gets this long to stop on its own
+GRACE_S = 15.0  # a built-in workload given a duration gets this long past it to finish
+MAX_PHASE_S = 86_400.0  # a baseline or cool-down longer than a day is a typo
+
+
+@dataclass(frozen=True)
+class PreparedWorkload:
+    """A workload ready to start: its name, validated parameters and argv."""
+
+    name: str
+    params: dict[str, Any]
+    argv: list[str]
 
 
 @dataclass
-class WorkloadRun:
-    """What the bench knows of a running workload process."""
+class BenchPlan:
+    """Everything one bench run needs (durations in s, intensity in g CO2/kWh).
 
-    argv: list[str]
-    phase: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    returncode: int | None = None
-    terminated: bool = False  # ended by us (at --duration or on interrupt)
-    bad_lines: int = 0
-
-
-MAX_SKEW_NS = 86_400 * 10**9  # an event stamp more than a day from now is not on our clock
-
-
-def _accept(line: bytes, run: WorkloadRun) -> dict | None:
-    """One event line from the workload, validated; None (and counted) if malformed."""
-    try:
-        event = json.loads(line)
-        if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
-            raise ValueError
-        now = time.monotonic_ns()
-        t = event.get("t_ns", now)
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise ValueError
-        t = int(t)  # OverflowError for inf, ValueError for nan
-        if abs(t - now) > MAX_SKEW_NS:
-            raise ValueError
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        run.bad_lines += 1
-        return None
-    event["t_ns"] = t
-    event["source"] = "workload"
-    return event
-
-
-def _pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
-    """Copy JSON event lines from the workload's pipe into the session's events file.
-
-    Malformed lines are counted, never fatal: the pipe is drained to the end whatever the
-    workload writes, so it can never block on a full pipe.
+    ``workload`` names a registered workload (``calibrate workloads``); leave it None and
+    give ``command`` to run any command (its ``duration_s`` then stops it).
     """
-    buf = b""
-    with os.fdopen(fd, "rb", buffering=0) as pipe:
-        while True:
+
+    meters: Sequence[str]
+    workload: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    command: Sequence[str] | None = None
+    out: str | Path | None = None
+    reference: str | None = None
+    baseline_s: float = 3.0
+    cooldown_max_s: float = 0.0
+    cooldown_tolerance: float = 0.05
+    analyse: bool = True
+    candidates: Sequence[str] | None = None
+    window_s: float | None = None
+    location: str | None = None
+    intensity: float | None = None
+    pue: float | None = None
+
+    def prepare(self) -> PreparedWorkload:
+        """Validate the workload and its parameters; UsageError (one line) if they cannot run."""
+        from workloads.registry import command_for, validate_params
+
+        command = list(self.command or [])
+        if command and command[0] == "--":
+            command = command[1:]
+        name = self.workload or ("command" if command else None)
+        if name is None:
+            raise UsageError("give --workload NAME (e.g. idle, square, vgg16) or a command after --")
+        params = dict(self.params)
+        if name == "command":
+            if not command:
+                raise UsageError("--workload command needs the command after -- (e.g. -- python train.py)")
+            extra = set(params) - {"duration_s", "seed"}
+            if extra:
+                raise UsageError(f"options {', '.join(sorted(extra))} do not apply to an external command")
+            return PreparedWorkload(name, params, command)
+        if command:
+            raise UsageError(f"a command after -- runs as the workload; drop --workload {name} or the command")
+        try:
+            params = validate_params(name, params)
+        except ValueError as exc:  # UnknownWorkload is a ValueError
+            raise UsageError(str(exc).splitlines()[0]) from None
+        return PreparedWorkload(name, params, command_for(name, params))
+
+    def check(self) -> None:
+        """Reject options that cannot work, before an hour of recording (UsageError)."""
+        if not self.meters:
+            raise UsageError("give at least one --meter (e.g. --meter sim:wattsup --meter cpu-model); "
+                             "see `calibrate meters`")
+        for what, value in (("--baseline", self.baseline_s), ("--cooldown-max", self.cooldown_max_s)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_PHASE_S):
+                raise UsageError(f"{what} must be 0..{MAX_PHASE_S:.0f} s, got {value}")
+        tol = self.cooldown_tolerance
+        if not (isinstance(tol, (int, float)) and math.isfinite(tol) and 0 < tol < 1):
+            raise UsageError(f"--cooldown-tolerance must be a fraction in (0, 1), got {tol}")
+        check_report_options(self.window_s, self.intensity, self.pue, self.location)
+
+    def report_kwargs(self) -> dict[str, Any]:
+        """The analysis options, as ``analysis.report.write_report`` takes them."""
+        return {"reference": self.reference, "candidates": list(self.candidates) if self.candidates else None,
+                "window_s": self.window_s, "location": self.location, "intensity": self.intensity,
+                "pue": self.pue}
+
+
+def check_report_options(window_s: float | None, intensity: float | None, pue: float | None,
+                         location: str | None) -> None:
+    """Reject bad --window/--intensity/--pue/--location before any work (UsageError)."""
+    from analysis.emissions import lookup_intensity
+
+    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
+        raise UsageError(f"--window must be a positive number of seconds, got {window_s}")
+    if intensity is not None and not (math.isfinite(intensity) and intensity >= 0):
+        raise UsageError(f"--intensity must be >= 0 g CO2/kWh, got {intensity}")
+    if pue is not None and not (math.isfinite(pue) and pue >= 1):
+        raise UsageError(f"--pue must be >= 1 (facility energy / IT energy), got {pue}")
+    if intensity is None and location:
+        try:
+            lookup_intensity(location)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """A progress tick: seconds since recording began, the workload's phase, every meter."""
+
+    elapsed_s: float
+    phase: str | None
+    meters: list[LiveMeter]
+
+
+@dataclass
+class BenchResult:
+    """What a bench run left: the session folder, its status and the report's summary."""
+
+    path: Path
+    status: str  # complete | interrupted | workload_failed | failed
+    workload: PreparedWorkload
+    run: WorkloadRun | None = None
+    summary: dict[str, Any] | None = None  # summary.json (None when not analysed)
+    report_error: BaseException | None = None  # why the report failed (data kept)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "complete" and self.report_error is None
+
+
+class BenchReporter:
+    """Receives what happens during a bench run; the default says nothing."""
+
+    def started(self, path: Path, notes: list[str], workload: PreparedWorkload, n_meters: int) -> None:
+        """Recording began into ``path``; ``notes`` are what the user should know of the meters."""
+
+    def progress(self, tick: BenchProgress) -> None:
+        """About once a second while the workload runs."""
+
+    def problem(self, message: str) -> None:
+        """Something went wrong that does not stop the session (one line)."""
+
+
+def meter_notes(meters: Sequence[Meter]) -> list[str]:
+    """What a user must be told of these meters (assumed defaults, modelled channels), once each."""
+    out: list[str] = []
+    for m in meters:
+        out.extend(dict.fromkeys(m.notes))
+        for ch in m.channels:
+            if ch.source != "measured" and not any("MODELLED" in n for n in m.notes):
+                out.append(f"{ch.id} is MODELLED, not measured ({m.kind})")
+    return out
+
+
+def build_meters(uris: Sequence[str]) -> list[Meter]:
+    """Build (not open) the meters the URIs name; on a bad one release those already built."""
+    from drivers.uri import make_meter
+
+    meters: list[Meter] = []
+    try:
+        for uri in uris:
+            meters.append(make_meter(uri))
+    except BaseException:
+        for m in meters:
             try:
-                chunk = pipe.read(65536)
-            except OSError:
-                chunk = b""
-            last = not chunk
-            buf += chunk
-            lines = buf.split(b"\n")
-            buf = b"" if last else lines.pop()  # at EOF a final line without newline still counts
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = _accept(line, run)
-                if event is None:
-                    continue
-                kind = event["kind"]
-                if kind == "phase_start":
-                    run.phase = str(event.get("phase"))
-                elif kind == "result":
-                    run.result.update({k: v for k, v in event.items() if k not in ("t_ns", "kind", "source")})
-                elif kind == "metric" and isinstance(event.get("value"), (int, float)):
-                    run.metrics[str(event.get("name"))] = float(event["value"])
-                assert session.events is not None
-                session.events.write(event)
-            if last:
-                return
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a killed recorder takes its workload along
-
-
-def _load_prctl():
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl  # loaded before any fork
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
-
-
-def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: threading.Event,
-                 progress: Callable[[WorkloadRun], None] | None = None, phase_name: str | None = None,
-                 stop_after_s: float | None = None) -> WorkloadRun:
-    """Start ``argv`` with the events pipe and wait for it.
-
-    ``stop_after_s``: terminate it (SIGTERM, then SIGKILL after 5 s) that long after the
-    start -- the duration for an external command; for a workload that keeps its own
-    duration, its duration plus a grace period, so that it can finish its evaluation.
-    The workload dies with the recorder (PR_SET_PDEATHSIG on Linux), and whatever happens
-    here it is never left running.
-    """
-    run = WorkloadRun(list(argv))
-    r, w = os.pipe()
-    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1"})
-    with log_path.open("ab") as log:
-        if phase_name:
-            session.begin(phase_name)
-        try:
-            proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,), stdout=log, stderr=log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent if _PRCTL is not None else None)
-        except OSError as exc:
-            os.close(r)
-            os.close(w)
-            if phase_name:
-                session.end(phase_name)
-            raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
-        os.close(w)
-        pump = threading.Thread(target=_pump_events, args=(r, session, run), daemon=True)
-        pump.start()
-        session.mark("workload_started", pid=proc.pid, argv=list(argv))
-        deadline = time.monotonic() + stop_after_s if stop_after_s else None
-        terminated = False
-        last_progress = 0.0
-        try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                if (stop.is_set() or (deadline and now >= deadline)) and not terminated:
-                    _terminate(proc)
-                    terminated = True
-                if progress and now - last_progress >= 1.0:
-                    progress(run)
-                    last_progress = now
-                time.sleep(0.1)
-        finally:
-            if proc.poll() is None:  # an error here: never leave the workload running
-                _terminate(proc)
-                terminated = True
-            run.returncode, run.terminated = proc.returncode, terminated
-            pump.join(timeout=5)
-            if phase_name:
-                session.end(phase_name)
-            session.mark("workload_exited", returncode=proc.returncode, terminated=terminated)
-    return run
-
-
-def _terminate(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
+                m.release()
+            except Exception:
+                pass
+        raise
+    return meters
 
 
 def reference_power(session: Session, reference: str | None) -> float | None:
-    """The reference channel's latest power (W): the named channel, else the first wall meter."""
+    """The reference channel's latest power (W): the named channel (or meter), else the first
+    wall-scope channel; None while it has no current value."""
     assert session.recorder is not None
-    for st in session.recorder.states.values():
-        for ch in st.meter.channels:
-            if (ch.id == reference or st.meter.name == reference) if reference else ch.scope == "wall":
-                v = st.last.get(ch.id, {}).get("power_w")
-                return float(v) if v is not None else None
+    for meter, ch in session.recorder.channels():
+        if (ch.id == reference or meter.name == reference) if reference else ch.scope == "wall":
+            v = (session.recorder.latest(ch.id) or {}).get("power_w")
+            return float(v) if v is not None else None
     return None
 
 
 def sampled_idle(session: Session, name: str, seconds: float, stop: threading.Event,
                  reference: str | None) -> float | None:
-    """An idle phase that also returns the reference's mean power over it (W)."""
+    """An idle phase of ``seconds`` s; returns the reference's mean power over its settled
+    second half (W), or None without a reference value."""
     if seconds <= 0:
         return None
-    session.begin(name)
     values: list[float] = []
-    end = time.monotonic() + seconds
-    while not stop.is_set() and time.monotonic() < end:
-        stop.wait(min(0.5, max(0.0, end - time.monotonic())))
-        p = reference_power(session, reference)
-        if p is not None:
-            values.append(p)
-    session.end(name)
+    with session.window(name):
+        end = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < end:
+            stop.wait(min(0.5, max(0.0, end - time.monotonic())))
+            p = reference_power(session, reference)
+            if p is not None:
+                values.append(p)
     half = values[len(values) // 2:]  # the settled second half
     return sum(half) / len(half) if half else None
 
 
 def cooldown(session: Session, idle_w: float | None, tolerance: float, max_s: float,
              stop: threading.Event, reference: str | None) -> dict[str, Any]:
-    """Wait (at most ``max_s``) until the reference power is back within ``tolerance`` of idle."""
+    """Wait (at most ``max_s`` s) until the reference power is back within ``tolerance``
+    (a fraction) of ``idle_w`` (W) for three reads in a row."""
     if max_s <= 0 or idle_w is None:
         return {"skipped": True}
     session.begin("cooldown", idle_w=idle_w, tolerance=tolerance)
@@ -234,3 +251,95 @@ def cooldown(session: Session, idle_w: float | None, tolerance: float, max_s: fl
     waited = time.monotonic() - t0
     session.end("cooldown", reached=reached, waited_s=waited)
     return {"reached": reached, "waited_s": waited, "idle_w": idle_w}
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set ``stop`` while the run lasts (main thread only; restored after)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.saved: list[tuple[int, Any]] = []
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved.append((sig, signal.signal(sig, lambda *_: self.stop.set())))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.saved:
+            signal.signal(sig, old)
+
+
+def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
+              stop: threading.Event | None = None) -> BenchResult:
+    """Run one bench session (see the module doc); returns where it is and how it ended.
+
+    ``stop`` ends the run early (status ``interrupted``), as SIGINT/SIGTERM do when called
+    from the main thread.  Raises UsageError / MeterConfigError for a plan that cannot
+    run, before anything is recorded; a failed report is kept in ``result.report_error``.
+    """
+    reporter = reporter or BenchReporter()
+    stop = stop or threading.Event()
+    workload = plan.prepare()
+    plan.check()
+    meters = build_meters(plan.meters)
+    names = [m.name for m in meters]
+    ref = plan.reference
+    if ref and ref not in names and not any(ref.startswith(n + ".") for n in names):
+        for m in meters:
+            m.release()
+        raise UsageError(f"--reference {ref!r} is none of the meters ({', '.join(names)})")
+    session = Session(meters, out=plan.out, uris=list(plan.meters), reference=ref,
+                      workload={"name": workload.name, "parameters": workload.params, "argv": workload.argv})
+    try:
+        session.start()
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    # after open: some notes (no energy counter, modelled components) come from the device
+    reporter.started(session.path, meter_notes(meters), workload, len(meters))
+    t_start = time.monotonic()
+    assert session.recorder is not None
+    recorder = session.recorder
+
+    def tick(run: WorkloadRun) -> None:
+        reporter.progress(BenchProgress(time.monotonic() - t_start, run.phase, recorder.live()))
+
+    status = "complete"
+    run = None
+    with _StopOnSignal(stop):
+        try:
+            idle_w = sampled_idle(session, "baseline-before", plan.baseline_s, stop, ref)
+            if not stop.is_set():
+                duration = workload.params.get("duration_s")
+                # an external command is stopped at the duration; a built-in workload keeps its
+                # own clock (it starts after the interpreter) and gets a grace to finish evaluating
+                stop_after = (duration if workload.name == "command" else duration + GRACE_S) if duration else None
+                run = run_workload(session, workload.argv, session.path / "workload.log", stop, tick,
+                                   phase_name="workload", stop_after_s=stop_after)
+            cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref)
+            sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref)
+            if stop.is_set():
+                status = "interrupted"
+            elif run is not None and run.returncode not in (0, None) and not run.terminated:
+                status = "workload_failed"
+        except FileNotFoundError as exc:
+            status = "workload_failed"
+            reporter.problem(str(exc))
+        except BaseException:
+            status = "failed"  # whatever went wrong here, the session must not claim to be complete
+            raise
+        finally:
+            if run is not None:
+                session.workload.update({"returncode": run.returncode, "terminated_at_duration": run.terminated,
+                                         "result": run.result})
+            session.stop(status)
+    result = BenchResult(session.path, status, workload, run)
+    if plan.analyse:
+        from analysis.report import write_report
+
+        try:
+            result.summary = write_report(session.path, **plan.report_kwargs())
+        except Exception as exc:  # recorded data is safe; the caller says why the report failed
+            result.report_error = exc
+    return result

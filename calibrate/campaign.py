@@ -41,16 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calibrate.storage import write_json_atomic
+from analysis.session_format import read_status, write_json_atomic
+from calibrate.bench import BenchPlan, PreparedWorkload, run_bench
+from calibrate.console import ConsoleReporter, print_result
+from calibrate.errors import UsageError
 
 STATE_FILE = "campaign.json"
 WARMUP_DEFAULT_S = 60.0  # a warm-up without a duration runs this long
-
-
-def _usage(msg: str) -> Exception:
-    from calibrate.errors import UsageError
-
-    return UsageError(msg)
 
 
 def load_plan(path: Path) -> dict[str, Any]:
@@ -62,38 +59,38 @@ def load_plan(path: Path) -> dict[str, Any]:
     try:
         plan = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise _usage(f"plan {path} not found") from None
+        raise UsageError(f"plan {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise _usage(f"{path}: invalid TOML ({exc})") from None
+        raise UsageError(f"{path}: invalid TOML ({exc})") from None
     camp = plan.get("campaign")
     runs = plan.get("run")
     if not isinstance(camp, dict) or not isinstance(runs, list) or not runs:
-        raise _usage(f"{path}: needs a [campaign] table and at least one [[run]]")
+        raise UsageError(f"{path}: needs a [campaign] table and at least one [[run]]")
     known = {"name", "meters", "reference", "repetitions", "seed", "baseline_s", "cooldown_max_s",
              "cooldown_tolerance", "window_s", "location", "out", "warmup", "intensity", "pue"}
     unknown = set(camp) - known
     if unknown:
-        raise _usage(f"{path}: unknown [campaign] key(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"{path}: unknown [campaign] key(s) {', '.join(sorted(unknown))}")
     if not camp.get("meters"):
-        raise _usage(f"{path}: [campaign] meters = [...] is required")
+        raise UsageError(f"{path}: [campaign] meters = [...] is required")
     for key, conv in (("repetitions", int), ("seed", int), ("baseline_s", float), ("cooldown_max_s", float),
                       ("cooldown_tolerance", float)):
         if key in camp:
             try:
                 value = conv(camp[key])
             except (TypeError, ValueError):
-                raise _usage(f"{path}: [campaign] {key} = {camp[key]!r} is not a number") from None
+                raise UsageError(f"{path}: [campaign] {key} = {camp[key]!r} is not a number") from None
             if value < 0 or (key == "repetitions" and value < 1):
-                raise _usage(f"{path}: [campaign] {key} must be {'>= 1' if key == 'repetitions' else '>= 0'}")
+                raise UsageError(f"{path}: [campaign] {key} must be {'>= 1' if key == 'repetitions' else '>= 0'}")
     warm = camp.get("warmup")
     if warm is not None and (not isinstance(warm, dict) or "workload" not in warm):
-        raise _usage(f"{path}: [campaign.warmup] needs workload = \"...\"")
+        raise UsageError(f"{path}: [campaign.warmup] needs workload = \"...\"")
     for i, r in enumerate(runs):
         if "workload" not in r:
-            raise _usage(f"{path}: run {i + 1} has no workload")
+            raise UsageError(f"{path}: run {i + 1} has no workload")
         extra = set(r) - {"workload", "params", "label", "command"}
         if extra:
-            raise _usage(f"{path}: run {i + 1}: unknown key(s) {', '.join(sorted(extra))}")
+            raise UsageError(f"{path}: run {i + 1}: unknown key(s) {', '.join(sorted(extra))}")
     return plan
 
 
@@ -112,18 +109,16 @@ def make_order(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _namespace(camp: dict[str, Any], out: Path, quiet: bool) -> argparse.Namespace:
-    return argparse.Namespace(out=str(out), reference=camp.get("reference"), baseline=float(camp.get("baseline_s", 10)),
-                              quiet=quiet, no_report=False, candidate=None, window=camp.get("window_s"),
-                              location=camp.get("location"), intensity=camp.get("intensity"), pue=camp.get("pue"),
-                              cooldown_max=float(camp.get("cooldown_max_s", 0)),
-                              cooldown_tolerance=float(camp.get("cooldown_tolerance", 0.05)))
+def run_plan(camp: dict[str, Any], run: dict[str, Any], out: Path | None = None) -> BenchPlan:
+    """The bench plan of one campaign run (``out``: its session folder)."""
+    return BenchPlan(meters=list(camp["meters"]), workload=run["workload"], params=dict(run.get("params", {})),
+                     command=run.get("command"), out=out, reference=camp.get("reference"),
+                     baseline_s=float(camp.get("baseline_s", 10)), cooldown_max_s=float(camp.get("cooldown_max_s", 0)),
+                     cooldown_tolerance=float(camp.get("cooldown_tolerance", 0.05)), window_s=camp.get("window_s"),
+                     location=camp.get("location"), intensity=camp.get("intensity"), pue=camp.get("pue"))
 
 
 def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> int:
-    from calibrate.cli import record
-    from workloads.registry import command_for, validate_params
-
     plan = load_plan(plan_path)
     camp = plan["campaign"]
     out = (plan_path.parent / camp.get("out", f"campaigns/{camp.get('name', plan_path.stem)}")).resolve()
@@ -133,22 +128,24 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
     warm_argv = None
     if warm:
         try:
-            wp = validate_params(warm["workload"], {"duration_s": WARMUP_DEFAULT_S, **dict(warm.get("params", {}))})
-        except ValueError as exc:
-            raise _usage(f"{plan_path}: warm-up: {str(exc).splitlines()[0]}") from None
-        warm_argv = (command_for(warm["workload"], wp), float(wp.get("duration_s") or WARMUP_DEFAULT_S))
-    params_of = {}
+            wp = BenchPlan(meters=[], workload=warm["workload"],
+                           params={"duration_s": WARMUP_DEFAULT_S, **dict(warm.get("params", {}))}).prepare()
+        except UsageError as exc:
+            raise UsageError(f"{plan_path}: warm-up: {exc}") from None
+        warm_argv = (wp.argv, float(wp.params.get("duration_s") or WARMUP_DEFAULT_S))
+    prepared: dict[int, PreparedWorkload] = {}
     for i, r in enumerate(plan["run"]):
         try:
-            params_of[i] = validate_params(r["workload"], dict(r.get("params", {})))
-        except ValueError as exc:
-            raise _usage(f"{plan_path}: run {i + 1}: {str(exc).splitlines()[0]}") from None
+            prepared[i] = run_plan(camp, r).prepare()
+            run_plan(camp, r).check()
+        except UsageError as exc:
+            raise UsageError(f"{plan_path}: run {i + 1}: {exc}") from None
     if state_path.exists():
         if not resume:
-            raise _usage(f"{out} already holds a campaign: add --resume to continue it, or change out=")
+            raise UsageError(f"{out} already holds a campaign: add --resume to continue it, or change out=")
         state = json.loads(state_path.read_text())
         if state.get("plan") != plan:
-            raise _usage(f"{plan_path} changed since the campaign started; resume needs the same plan")
+            raise UsageError(f"{plan_path} changed since the campaign started; resume needs the same plan")
     else:
         out.mkdir(parents=True, exist_ok=True)
         state = {"format": "calibrate-campaign/1", "plan": plan, "plan_file": str(plan_path),
@@ -175,15 +172,14 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
             while (aside := out / f"{it['id']}.incomplete-{n}").exists():
                 n += 1
             shutil.move(str(session_dir), str(aside))
-        run = plan["run"][it["run"]]
-        params = params_of[it["run"]]
-        argv = command_for(run["workload"], params)
+        bench_plan = run_plan(camp, plan["run"][it["run"]], session_dir)
+        bench_plan.params = prepared[it["run"]].params
         print(f"campaign: {it['id']} ({sum(x['status'] == 'complete' for x in state['order']) + 1}/{len(state['order'])})",
               flush=True)
         it["status"] = "running"
         write_json_atomic(state_path, state)
-        rc = record(list(camp["meters"]), run["workload"], params, argv, _namespace(camp, session_dir, quiet))
-        if rc != 0 and _status(session_dir) == "interrupted":
+        rc = print_result(run_bench(bench_plan, ConsoleReporter(quiet=quiet)))
+        if rc != 0 and read_status(session_dir) == "interrupted":
             it["status"] = "interrupted"
             write_json_atomic(state_path, state)
             print(f"campaign interrupted; continue with: calibrate campaign {plan_path} --resume", file=sys.stderr)
@@ -203,13 +199,6 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
               f"[95% CI {e.get('ci', [float('nan')] * 2)[0]:.1f}, {e.get('ci', [float('nan')] * 2)[1]:.1f}] over {row['runs']} run(s)")
     print(f"report: {out / 'campaign_report.html'}")
     return 0 if failures == 0 else 1
-
-
-def _status(session_dir: Path) -> str | None:
-    try:
-        return json.loads((session_dir / "session.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import argparse
 import importlib.util
 from typing import Any
 
+from calibrate.bench import BenchPlan
+
 DEMO_SECONDS = 90.0
 
 
@@ -27,9 +29,9 @@ def rapl_readable() -> bool:
         return False
 
 
-def demo_plan(args: argparse.Namespace) -> tuple[list[str], str, dict[str, Any], list[str]]:
-    from workloads.registry import command_for, validate_params
-
+def demo_plan(args: argparse.Namespace) -> BenchPlan:
+    """The demo's bench plan; ``args`` may set duration, workload, out, baseline and the
+    analysis options (window defaults to 5 s, the reference to the simulated wall meter)."""
     uris = ["sim:wattsup", "cpu-model"]
     if rapl_readable():
         uris.append("rapl")
@@ -41,7 +43,10 @@ def demo_plan(args: argparse.Namespace) -> tuple[list[str], str, dict[str, Any],
         # small images and a small generated set, so that on 2 CPU cores VGG16 leaves chance
         # (about 0.2 after 90 s, chance 0.1) while the meters record
         params.update({"image_size": 32, "batch_size": 16, "train_size": 256, "val_size": 128})
-    if args.window is None:
-        args.window = 5.0
-    params = validate_params(name, params)
-    return uris, name, params, command_for(name, params)
+    plan = BenchPlan(meters=uris, workload=name, params=params, out=args.out,
+                     reference=args.reference or "wattsup", baseline_s=args.baseline,
+                     candidates=args.candidate, window_s=5.0 if args.window is None else args.window,
+                     location=args.location, intensity=args.intensity, pue=args.pue)
+    prepared = plan.prepare()  # the validated parameters are what the demo shows and records
+    plan.params = prepared.params
+    return plan

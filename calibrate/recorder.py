@@ -29,16 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.session_format import TRACE_DIR, EventWriter, TraceWriter, trace_path
 from calibrate.clock import midpoint
-from calibrate.storage import TRACE_DIR, EventWriter, TraceWriter
-from drivers.base import (
-    Channel,
-    Meter,
-    MeterConfigError,
-    MeterDisconnected,
-    MeterReadError,
-    safe_name,
-)
+from drivers.base import Channel, Meter, MeterConfigError, MeterDisconnected, MeterReadError
 
 RECONNECT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.5
@@ -60,6 +53,17 @@ class MeterState:
     cpu_s: float = 0.0  # CPU time of this meter's polls and reopens (s)
     next_ns: int = 0
     reopen_ns: int = 0
+
+
+@dataclass(frozen=True)
+class LiveMeter:
+    """What a progress display shows of one meter: values by channel and quantity (W, J, ...)."""
+
+    name: str
+    connected: bool
+    values: dict[str, dict[str, float]]
+    samples: int
+    faults: int
 
 
 class Recorder:
@@ -116,8 +120,7 @@ class Recorder:
         # its own interval, and every wake-up saved is CPU not spent perturbing the
         # measurement.  Serial, network and push meters get a thread each, so a slow or
         # silent device never delays another.
-        shared = [st for st in self.states.values() if getattr(st.meter, "local", False)
-                  and not getattr(st.meter, "push", False)]
+        shared = [st for st in self.states.values() if st.meter.local and not st.meter.push]
         for st in self.states.values():
             if st not in shared:
                 self._spawn([st])
@@ -167,12 +170,28 @@ class Recorder:
             },
         }
 
+    def latest(self, channel: str) -> dict[str, float] | None:
+        """The latest values of ``channel`` by quantity (W, J, ...), or None while it has none
+        (not yet read, or its last poll failed)."""
+        for st in self.states.values():
+            if channel in st.last:
+                return dict(st.last[channel])
+        return None
+
+    def channels(self) -> list[tuple[Meter, Channel]]:
+        """Every (meter, channel) being recorded, in meter order."""
+        return [(st.meter, ch) for st in self.states.values() for ch in st.meter.channels]
+
+    def live(self) -> list[LiveMeter]:
+        """A snapshot of every meter for a progress display: connected, latest values."""
+        return [LiveMeter(st.meter.name, st.connected, {c: dict(v) for c, v in st.last.items()},
+                          st.samples, sum(st.faults.values())) for st in self.states.values()]
+
     # -- internals --------------------------------------------------------------------
     def _writer(self, st: MeterState, ch: Channel) -> TraceWriter:
         w = st.writers.get(ch.id)
         if w is None:
-            path = self.out_dir / TRACE_DIR / f"{safe_name(ch.id)}.csv"
-            w = st.writers[ch.id] = TraceWriter(path, tuple(ch.quantities))
+            w = st.writers[ch.id] = TraceWriter(trace_path(self.out_dir, ch.id), tuple(ch.quantities))
         return w
 
     def _flag_all(self, st: MeterState, t_ns: int, rtt_ns: int, code: str, message: str) -> None:
@@ -181,7 +200,7 @@ class Recorder:
         st.faults[code] += 1
         st.last = {}  # no current value: progress, idle sampling and cool-down must not reuse a stale one
         for w in st.writers.values():
-            w.write(t_ns, rtt_ns, None, flag=code)
+            w.write_fault(t_ns, rtt_ns, code)
         if st.faults[code] <= MAX_LOGGED_FAULTS:
             self.events.write({"t_ns": t_ns, "kind": "meter_fault", "meter": st.meter.name,
                                "code": code, "message": message[:300]})
@@ -199,7 +218,7 @@ class Recorder:
         st.connected = True
         t = self.clock()
         for w in st.writers.values():
-            w.write(t, 0, None, flag="reconnected")
+            w.write_fault(t, 0, "reconnected")
         self.events.write({"t_ns": t, "kind": "meter_reconnected", "meter": m.name})
         return True
 
@@ -231,7 +250,7 @@ class Recorder:
                 w = st.writers.get(ch_id)
                 if w is None:  # a channel the meter did not announce: record it anyway
                     w = self._writer(st, Channel(id=ch_id, quantities=tuple(values)))
-                w.write(t_ns, rtt_ns, values, flag=reading.flags.get(ch_id, ""))
+                w.write(t_ns, rtt_ns, values, note=reading.flags.get(ch_id, ""))
             st.samples += 1
             st.last = reading.values
 
@@ -246,7 +265,7 @@ class Recorder:
         STALL_S is handed to a thread of its own.
         """
         cpu0 = time.thread_time()
-        push = len(group) == 1 and getattr(group[0].meter, "push", False)
+        push = len(group) == 1 and group[0].meter.push
         now = self.clock()
         for st in group:
             if not st.next_ns:
@@ -283,7 +302,7 @@ class Recorder:
                             st.next_ns = t + interval_ns
                     elif st.connected:  # just reopened: poll at once
                         st.next_ns = t
-                    if len(group) > 1 and getattr(st.meter, "may_stall", False) and took_ns > STALL_S * 1e9:
+                    if len(group) > 1 and st.meter.may_stall and took_ns > STALL_S * 1e9:
                         self._isolate(group, st, took_ns / 1e9)
                 wake = min(st.next_ns if st.connected else st.reopen_ns for st in group) if group else now
                 if not shared or now >= flush_ns or wake > flush_ns:

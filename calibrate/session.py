@@ -33,9 +33,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from analysis.session_format import EVENTS_FILE, FORMAT, MANIFEST_FILE, EventWriter, write_manifest
 from calibrate.clock import ClockAnchor, take_anchor
 from calibrate.recorder import Recorder
-from calibrate.storage import EVENTS_FILE, FORMAT, MANIFEST_FILE, EventWriter, write_json_atomic
 from drivers.base import Meter
 from drivers.uri import make_meter
 
@@ -112,18 +112,22 @@ class Session:
         if (self.path / MANIFEST_FILE).exists():
             raise FileExistsError(f"{self.path} already holds a session; choose another --out")
         Recorder.check_names(self.meters)  # before anything is created on disk
+        made_dir = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        made_events = not (self.path / EVENTS_FILE).exists()
         self.events = EventWriter(self.path / EVENTS_FILE)
         self.recorder = Recorder(self.meters, self.path, self.events)
         try:
             self.recorder.open_all()
-        except BaseException:
+        except BaseException:  # undo only what this call created
             self.events.close()
-            (self.path / EVENTS_FILE).unlink(missing_ok=True)
-            try:
-                self.path.rmdir()
-            except OSError:
-                pass
+            if made_events:
+                (self.path / EVENTS_FILE).unlink(missing_ok=True)
+            if made_dir:
+                try:
+                    self.path.rmdir()
+                except OSError:
+                    pass
             raise
         self.anchor = take_anchor()
         self.start_ns = self.anchor.monotonic_ns
@@ -200,4 +204,4 @@ class Session:
         }
 
     def write_manifest(self) -> None:
-        write_json_atomic(self.path / "session.json", self.manifest())
+        write_manifest(self.path, self.manifest())

@@ -8,7 +8,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from calibrate.bench import WorkloadRun, _pump_events
+from calibrate.workload_process import WorkloadRun, pump_events
 
 
 class Sink:
@@ -23,7 +23,7 @@ def pump(payload: bytes) -> tuple[list[dict], WorkloadRun]:
     r, w = os.pipe()
     sink = Sink()
     run = WorkloadRun(["x"])
-    t = threading.Thread(target=_pump_events, args=(r, SimpleNamespace(events=sink), run))
+    t = threading.Thread(target=pump_events, args=(r, SimpleNamespace(events=sink), run))
     t.start()
     os.write(w, payload)
     os.close(w)
@@ -60,7 +60,7 @@ def test_an_event_without_a_stamp_is_stamped_on_arrival() -> None:
 def test_an_error_while_waiting_never_leaves_the_workload_running(tmp_path) -> None:
     import pytest
 
-    from calibrate.bench import run_workload
+    from calibrate.workload_process import run_workload
     from calibrate.session import Session
     from tests.conftest import ScriptedMeter
 

@@ -15,7 +15,7 @@ from drivers.nvml import NvmlMeter
 from drivers.rapl import RaplMeter
 
 recorder = pytest.importorskip("calibrate.recorder")
-storage = pytest.importorskip("calibrate.storage")
+storage = pytest.importorskip("analysis.session_format")
 
 
 def rows(path):

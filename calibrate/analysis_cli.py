@@ -1,4 +1,5 @@
-"""Analysis commands beyond record/report: fit, correct, characterize, compare, campaign."""
+"""The commands that analyse recorded sessions beyond `report`: import, fit, correct,
+characterize, compare."""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from typing import Any
 
 import numpy as np
 
-
-def _usage(msg: str) -> Exception:
-    from calibrate.errors import UsageError
-
-    return UsageError(msg)
+from calibrate.console import print_summary_table
+from calibrate.errors import UsageError
 
 
 def _load(path: str) -> Any:
@@ -22,7 +20,7 @@ def _load(path: str) -> Any:
     try:
         return load_session(path)
     except SessionError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _components(expr: str) -> list[str]:
@@ -31,7 +29,7 @@ def _components(expr: str) -> list[str]:
     try:
         return split_candidate(expr)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _session_table(path: str, reference: str | None, comps: list[str], window: float | None) -> Any:
@@ -41,7 +39,7 @@ def _session_table(path: str, reference: str | None, comps: list[str], window: f
     try:
         df = window_table(data, reference, comps, window_s=window)
     except ValueError as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise UsageError(str(exc).splitlines()[0]) from None
     df["session"] = Path(path).name
     df["workload"] = (data.manifest.get("workload") or {}).get("name") or Path(path).name
     df.attrs["channels"] = {c: data.channels[c].info for c in comps if c in data.channels}
@@ -58,13 +56,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     tables = [_session_table(p, args.reference, comps, args.window) for p in args.sessions]
     refs = {t.attrs["reference"] for t in tables}
     if len(refs) > 1:
-        raise _usage(f"sessions use different references ({', '.join(sorted(refs))}); pass --reference")
+        raise UsageError(f"sessions use different references ({', '.join(sorted(refs))}); pass --reference")
     table = pd.concat(tables, ignore_index=True)
     table.attrs["reference"] = refs.pop()
     try:
         model = fit_calibration(table, comps, window_s=float(tables[0].attrs["window_s"]))
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     model.save(args.output)
     cv = model.cross_validation
     print(model.to_json()["equation"])
@@ -93,7 +91,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
     try:
         model = CalibrationModel.load(args.model)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     data = _load(args.session)
     has_ref = model.reference in data.channels
     try:
@@ -103,9 +101,9 @@ def cmd_correct(args: argparse.Namespace) -> int:
             table = window_table(data, model.components[0], model.components[1:], window_s=args.window or model.window_s)
             table[model.components[0]] = table.pop("reference")
     except ValueError as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise UsageError(str(exc).splitlines()[0]) from None
     if len(table) == 0:
-        raise _usage("no complete windows in this session to correct")
+        raise UsageError("no complete windows in this session to correct")
     result = correct_energy(model, table)
     result["model"] = str(args.model)
     result["session"] = str(args.session)
@@ -132,7 +130,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     edges = sorted({t for name, a, b in data.phases() if name not in ("workload", "baseline-before", "baseline-after")
                     for t in (a, b)})
     if len(edges) < 2:
-        raise _usage("characterize needs a step or square-wave session (phase markers at the load edges): "
+        raise UsageError("characterize needs a step or square-wave session (phase markers at the load edges): "
                      "record one with --workload square or --workload step")
     rows = []
     for cid, tr in data.channels.items():
@@ -182,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             try:
                 summary = json.loads(summary_path.read_text())
             except ValueError:
-                raise _usage(f"{summary_path} is not valid JSON: run with --refresh to re-analyse") from None
+                raise UsageError(f"{summary_path} is not valid JSON: run with --refresh to re-analyse") from None
         else:
             _load(p)
             summary = write_report(p, reference=args.reference, location=args.location)
@@ -230,19 +228,18 @@ def cmd_import(args: argparse.Namespace) -> int:
         out = import_traces(Path(args.out), specs, reference=args.reference, time_col=args.time_col,
                             power_col=args.power_col, energy_col=args.energy_col)
     except ValueError as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise UsageError(str(exc).splitlines()[0]) from None
     print(f"imported {len(specs)} trace(s) into {out}")
     if args.report:
         from analysis.report import write_report
-        from calibrate.cli import print_summary_table
 
         print_summary_table(write_report(out, reference=args.reference, window_s=args.window), out)
         print(f"report: {out / 'report.html'}")
     return 0
 
 
-def add_more_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the analysis and campaign commands on ``sub``."""
+def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    """Register import, fit, correct, characterize and compare on ``sub``."""
     im = sub.add_parser("import", help="make a session from external power traces (CSV), to analyse them")
     im.add_argument("--trace", action="append", required=True, metavar="NAME=FILE.csv[@SCOPE]",
                     help="a trace with a Unix-time column and a power (W) or energy (J) column; repeatable")
@@ -284,9 +281,3 @@ def add_more_commands(sub: argparse._SubParsersAction) -> None:
     cm.add_argument("--json", action="store_true")
     cm.add_argument("--html", metavar="FILE.html", help="also write a page with the table and the accuracy/energy Pareto plot")
     cm.set_defaults(func=cmd_compare)
-
-    try:
-        from calibrate.campaign import add_campaign_command
-    except ImportError:
-        return
-    add_campaign_command(sub)

@@ -1,0 +1,368 @@
+"""The on-disk session format (``calibrate-session/1``): its one owner.
+
+A session folder holds::
+
+    session.json        manifest: format, status, clock anchor, host, meters and channels, workload
+    traces/<file>.csv   one file per channel: t_ns,rtt_ns,flag,<quantities...>
+    events.jsonl        phase markers, metrics, meter faults: {"t_ns": ..., "kind": ..., ...}
+
+This module holds every rule of that format -- file names, columns, what a ``flag``
+means, the manifest's schema, the writers and the readers -- and imports nothing of
+ours beyond the meter interface's data types.  The recorder (``calibrate``) writes
+through it and the analysis reads through it.
+
+**Rows.**  ``t_ns`` is CLOCK_MONOTONIC (ns), ``rtt_ns`` the poll's round trip (ns), then
+one column per quantity in SI units named in the header (``power_w`` W, ``energy_j`` J,
+...).  A row is one of two kinds:
+
+* a **fault row**: every quantity cell is empty and ``flag`` names the fault (one of
+  :data:`FAULT_CODES`, e.g. ``timeout``, ``garbage``, ``disconnected``).  Energy counters
+  restart after ``disconnected``/``reconnected`` rows (:data:`SEGMENT_BREAKS`), so the
+  analysis never differences across them.
+* a **value row**: at least one quantity is present.  ``flag`` is empty, or holds
+  *notes* on values that are present but suspect: ``;``-separated items, either
+  ``quantity:code`` (``freq_hz:nan;pf:nan``) or a bare code for the whole row
+  (``wrap-risk``).  A note never drops the row's valid values.
+
+A flag is written through :func:`encode_flag`, which keeps only ``[A-Za-z0-9_.:+-]`` and
+``;``, so no flag can ever add a column, quote or line to the CSV.
+
+Trace rows are appended and flushed by the polling threads at least twice a second, so a
+recorder killed with SIGKILL leaves every flushed row readable (a torn last line is
+dropped on read).  ``session.json`` is written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas is imported by the readers only: the recorder never needs it
+    import pandas as pd
+
+FORMAT = "calibrate-session/1"
+MANIFEST_FILE = "session.json"
+EVENTS_FILE = "events.jsonl"
+TRACE_DIR = "traces"
+BASE_COLUMNS = ("t_ns", "rtt_ns", "flag")
+
+#: Codes of fault rows (no values).  A driver's MeterReadError code is one of the first six.
+FAULT_CODES = ("timeout", "garbage", "crc", "exception", "nan", "range", "disconnected",
+               "reconnected", "error")
+#: Fault rows after which a meter's energy counter restarts at an arbitrary origin.
+SEGMENT_BREAKS = ("disconnected", "reconnected")
+#: Separator of the notes in a value row's flag.
+NOTE_SEP = ";"
+MAX_FLAG_CHARS = 200
+
+#: Session statuses the recorder writes; ``recording`` on disk means it never finished.
+STATUSES = ("recording", "complete", "failed", "interrupted", "workload_failed", "imported")
+
+_FLAG_DROP = re.compile(r"[^A-Za-z0-9_.:+;-]+")
+
+
+class SessionError(ValueError):
+    """The folder is not a readable session (one-line message)."""
+
+
+# --------------------------------------------------------------------------- names
+def safe_name(channel_id: str) -> str:
+    """A file name for a channel id: characters outside [A-Za-z0-9._-] become ``_``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in channel_id)
+
+
+def trace_path(folder: Path | str, channel_id: str) -> Path:
+    """Where a channel's trace lives in a session folder."""
+    return Path(folder) / TRACE_DIR / f"{safe_name(channel_id)}.csv"
+
+
+def encode_flag(text: str) -> str:
+    """A flag cell from a fault code or notes: separators become ``;``, other bytes dropped."""
+    if not text:
+        return ""
+    items = [_FLAG_DROP.sub("", part) for part in re.split(r"[,;\s]+", str(text))]
+    return NOTE_SEP.join(i for i in items if i)[:MAX_FLAG_CHARS]
+
+
+def split_notes(flag: str) -> list[str]:
+    """The notes of a value row's flag (``"freq_hz:nan;pf:nan"`` -> two items)."""
+    return [n for n in flag.split(NOTE_SEP) if n] if flag else []
+
+
+# --------------------------------------------------------------------------- JSON
+def json_safe(obj: Any) -> Any:
+    """A value strict JSON can hold, recursively: NaN/inf -> None, numpy -> Python,
+    tuples and sets -> lists, paths -> str, objects with ``to_dict()`` -> that dict."""
+    if obj is None or isinstance(obj, (str, bool)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return json_safe(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    kind = type(obj).__module__.split(".")[0]
+    if kind == "numpy":
+        if getattr(obj, "ndim", 0):
+            return json_safe(obj.tolist())
+        return json_safe(obj.item())
+    return str(obj)
+
+
+def write_json_atomic(path: Path | str, data: Any) -> None:
+    """Write ``data`` as strict JSON to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as fh:
+            json.dump(json_safe(data), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- writers
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""  # repr round-trips every float exactly
+    if isinstance(v, bool):
+        return str(int(v))
+    return str(v)
+
+
+class TraceWriter:
+    """Appends rows to one channel's CSV (see the module doc); thread-safe.
+
+    ``write`` is the recorder's hot path (one call per channel and poll); ``flush()`` may
+    be called from any thread.  The file is created if missing; an existing trace is
+    appended to under the same header.
+    """
+
+    def __init__(self, path: Path, quantities: tuple[str, ...]) -> None:
+        self.path = path
+        self.quantities = tuple(quantities)
+        new = not path.exists()
+        self._fh = path.open("a", buffering=1 << 16)
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._empty = "," * (len(self.quantities) - 1) if self.quantities else ""
+        if new:
+            self._fh.write(",".join((*BASE_COLUMNS, *self.quantities)) + "\n")
+            self._dirty = True
+        self.rows = 0
+
+    def write(self, t_ns: int, rtt_ns: int, values: dict[str, float], note: str = "") -> None:
+        """A value row: ``values`` by quantity (missing or non-finite ones left empty)."""
+        try:  # fast path: every quantity present and plainly printable
+            cells = ",".join([repr(values[q]) for q in self.quantities])
+            plain = "n" not in cells and "T" not in cells and "F" not in cells  # no nan/inf/None/bool
+        except KeyError:
+            plain = False
+        if not plain:
+            cells = ",".join([_cell(values.get(q)) for q in self.quantities])
+        self._append(f"{t_ns},{rtt_ns},{encode_flag(note) if note else ''},{cells}\n")
+
+    def write_fault(self, t_ns: int, rtt_ns: int, code: str) -> None:
+        """A fault row: no values, ``code`` says why (one of FAULT_CODES)."""
+        self._append(f"{t_ns},{rtt_ns},{encode_flag(code) or 'error'},{self._empty}\n")
+
+    def _append(self, line: str) -> None:
+        with self._lock:
+            if self._fh.closed:  # a straggling thread after stop: nothing more to record
+                return
+            self._fh.write(line)
+            self._dirty = True
+            self.rows += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty and not self._fh.closed:
+                self._fh.flush()
+                self._dirty = False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                self._fh.close()
+
+
+class EventWriter:
+    """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = json.dumps(json_safe(event), allow_nan=False) + "\n"
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+# --------------------------------------------------------------------------- manifest
+MAX_ABS_NS = 2**63 - 1
+
+
+def _int_ns(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > MAX_ABS_NS:
+        raise SessionError(f"{where} must be an integer number of ns, got {str(value)[:40]!r}")
+    return int(value)
+
+
+def validate_manifest(manifest: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
+    """Check a manifest's shape; returns it, or raises SessionError naming the key."""
+    if not isinstance(manifest, dict):
+        raise SessionError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
+    fmt = manifest.get("format", FORMAT)
+    if not isinstance(fmt, str) or not fmt.startswith("calibrate-session/"):
+        raise SessionError(f"{where}: format {str(fmt)[:40]!r} is not a calibrate session")
+    status = manifest.get("status", "unknown")
+    if not isinstance(status, str):
+        raise SessionError(f"{where}: status must be a string")
+    clock = manifest.get("clock", {})
+    if not isinstance(clock, dict):
+        raise SessionError(f"{where}: clock must be an object")
+    _int_ns(clock.get("start_ns", 0), f"{where}: clock.start_ns")
+    for key in ("host", "workload"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise SessionError(f"{where}: {key} must be an object")
+    meters = manifest.get("meters", [])
+    if not isinstance(meters, list):
+        raise SessionError(f"{where}: meters must be a list")
+    for i, m in enumerate(meters):
+        if not isinstance(m, dict) or not isinstance(m.get("channels", []), list):
+            raise SessionError(f"{where}: meters[{i}] must be an object with a channels list")
+        for j, ch in enumerate(m.get("channels", [])):
+            if not isinstance(ch, dict) or not isinstance(ch.get("id"), str) or not ch["id"]:
+                raise SessionError(f"{where}: meters[{i}].channels[{j}] needs an id (a string)")
+    return manifest
+
+
+def read_manifest(folder: Path | str) -> dict[str, Any]:
+    """The folder's validated manifest; SessionError (one line) if missing or malformed."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise SessionError(f"{folder} is not a folder")
+    if not path.is_file():
+        raise SessionError(f"{folder} has no {MANIFEST_FILE}: not a calibrate session")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SessionError(f"{path} is not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{path}: cannot read ({exc})") from None
+    return validate_manifest(manifest, str(path))
+
+
+def read_status(folder: Path | str) -> str | None:
+    """The status a session folder's manifest records, or None if it has no readable one."""
+    try:
+        return str(read_manifest(folder).get("status"))
+    except SessionError:
+        return None
+
+
+def write_manifest(folder: Path | str, manifest: dict[str, Any]) -> None:
+    """Write ``session.json`` atomically (after checking its shape)."""
+    validate_manifest(manifest)
+    write_json_atomic(Path(folder) / MANIFEST_FILE, manifest)
+
+
+def manifest_channels(manifest: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """channel id -> (meter name, channel info with ``meter_kind`` and ``simulated``)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for m in manifest.get("meters", []):
+        for ch in m.get("channels", []):
+            out[ch["id"]] = (str(m.get("name", ch["id"])), {**ch, "meter_kind": m.get("kind"),
+                                                           "simulated": m.get("simulated", False)})
+    return out
+
+
+# --------------------------------------------------------------------------- readers
+def _read_lines(path: Path) -> str:
+    text = path.read_text(errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # torn last line
+    return text
+
+
+def trace_files(folder: Path | str) -> list[Path]:
+    """The trace files of a session folder (regular files only), sorted."""
+    return sorted(p for p in (Path(folder) / TRACE_DIR).glob("*.csv") if p.is_file())
+
+
+def read_trace(path: Path, start_ns: int) -> pd.DataFrame:
+    """One trace as a frame: ``t_s`` (s since start), t_ns, rtt_ns, flag, ``fault`` (bool:
+    a fault row, no values), then the quantities (float, NaN where empty)."""
+    import pandas as pd
+
+    text = _read_lines(path)
+    if not text.strip():
+        raise SessionError(f"{path}: empty trace")
+    header = text.split("\n", 1)[0].split(",")
+    if tuple(header[:3]) != BASE_COLUMNS:
+        raise SessionError(f"{path}: header must start with {','.join(BASE_COLUMNS)}")
+    quantities = header[3:]
+    df = pd.read_csv(io.StringIO(text), dtype={"flag": str}, keep_default_na=False,
+                     na_values={c: [""] for c in header if c != "flag"})
+    df["flag"] = df["flag"].fillna("").astype(str)
+    df["t_ns"] = df["t_ns"].astype("int64")
+    df.insert(0, "t_s", (df["t_ns"] - start_ns) / 1e9)
+    for col in df.columns:
+        if col not in ("flag", "t_ns", "t_s"):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    present = df[quantities].notna().any(axis=1) if quantities else pd.Series(False, index=df.index)
+    df.insert(4, "fault", (df["flag"] != "") & ~present)
+    return df.sort_values("t_ns", kind="stable").reset_index(drop=True)
+
+
+def read_events(path: Path, start_ns: int) -> pd.DataFrame:
+    """``events.jsonl`` as a frame with ``t_s``; lines that are not events are skipped."""
+    import pandas as pd
+
+    rows = []
+    if path.is_file():
+        for line in _read_lines(path).splitlines():
+            try:
+                ev = json.loads(line)
+                if not isinstance(ev, dict):
+                    continue
+                ev["t_ns"] = _int_ns(ev["t_ns"], "t_ns")
+            except (ValueError, KeyError, TypeError):
+                continue
+            rows.append(ev)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "t_s": pd.Series(dtype=float),
+                             "kind": pd.Series(dtype=str)})
+    df["t_ns"] = df["t_ns"].astype("int64")
+    df.insert(0, "t_s", (df["t_ns"] - start_ns) / 1e9)
+    return df.sort_values("t_ns", kind="stable").reset_index(drop=True)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from workloads.command import run_command, run_command_ex
+from workloads.command import run_command, run_command_outcome
 
 from .test_workloads_cli import assert_well_formed, run_workload
 
@@ -30,7 +30,7 @@ def test_returncode_and_events():
 
 def test_duration_terminates():
     rec = Recorder()
-    rc, why = run_command_ex(["sleep", "30"], 0.3, emit=rec, stop=threading.Event())
+    rc, why = run_command_outcome(["sleep", "30"], 0.3, emit=rec, stop=threading.Event())
     assert rc == -15 and why == "duration"
     assert rec[-1]["duration_s"] < 5
 
@@ -38,15 +38,15 @@ def test_duration_terminates():
 def test_sigkill_when_sigterm_is_ignored():
     rec = Recorder()
     t = time.monotonic()
-    rc, why = run_command_ex(["sh", "-c", "trap '' TERM; sleep 30"], 0.2, emit=rec, stop=threading.Event(),
-                             kill_after_s=0.3)
+    rc, why = run_command_outcome(["sh", "-c", "trap '' TERM; sleep 30"], 0.2, emit=rec, stop=threading.Event(),
+                                  kill_after_s=0.3)
     assert rc == -9 and why == "duration" and time.monotonic() - t < 5
 
 
 def test_stop_request_forwards_sigterm():
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
-    rc, why = run_command_ex(["sleep", "30"], None, emit=Recorder(), stop=stop)
+    rc, why = run_command_outcome(["sleep", "30"], None, emit=Recorder(), stop=stop)
     assert rc == -15 and why == "signal"
 
 

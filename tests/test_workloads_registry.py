@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def test_missing_torch_named_in_one_line(monkeypatch):
 
 def test_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import workloads, workloads.registry, workloads.cnn, workloads.calibration, workloads.command, workloads.data\n"
+            "import workloads, workloads.registry, workloads.cnn, workloads.load_shapes, workloads.command, workloads.data\n"
             "print(workloads.registry.get('resnet50').params['image_size'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -125,3 +126,31 @@ def test_parsers():
     assert registry.parse_levels([0, "0.5", 1]) == "0,0.5,1"
     with pytest.raises(ValueError):
         registry.parse_bytes(0)
+
+
+def test_prepare_validates_and_builds_the_argv():
+    w = registry.prepare("resnet18", {"epochs": "2", "device": "cpu"})
+    assert (w.name, w.category) == ("resnet18", "cnn")
+    assert w.params == validate_params("resnet18", {"epochs": "2", "device": "cpu"})
+    assert w.argv[:4] == [sys.executable, "-m", "workloads", "resnet18"] and w.argv[4] == "--params"
+    assert validate_params("resnet18", json.loads(w.argv[5])) == w.params  # the child gets the same
+    assert registry.prepare("idle", None).params == validate_params("idle", {})
+    c = registry.prepare("command", {"duration_s": 5}, ["sleep", "1"])
+    assert c.category == "command" and c.argv[-3:] == ["--", "sleep", "1"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.argv = []  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "name, params, command, fragment",
+    [
+        ("resnet18", {"nope": 1}, None, "unknown parameter nope"),
+        ("vgg17", {}, None, "unknown workload 'vgg17'"),
+        ("command", {}, None, "needs a command after `--`"),
+        ("square", {}, ["sleep", "1"], "square takes no command"),
+    ],
+)
+def test_prepare_errors_one_line(name, params, command, fragment):
+    with pytest.raises(ValueError) as err:
+        registry.prepare(name, params, command)
+    assert fragment in str(err.value) and "\n" not in str(err.value)

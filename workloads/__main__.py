@@ -61,27 +61,22 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--params is not valid JSON ({exc.msg} at char {exc.pos})") from None
         if not isinstance(params, dict):
             raise ValueError("--params must be a JSON object")
-        spec = registry.get(name)
-        p = registry.validate_params(name, params)
-        if spec.category == "command" and not command:
-            raise ValueError("the command workload needs a command after `--`")
-        if spec.category != "command" and command:
-            raise ValueError(f"{name} takes no command after `--` (only the command workload does)")
+        workload = registry.prepare(name, params, command)
         _stop.install()
         if os.environ.get(events.ENV_FD):  # started by the recorder: do not outlive it
             _stop.watch_parent()
-        if spec.category == "cnn":
+        if workload.category == "cnn":
             from . import cnn
 
             cnn.run(name, params)
-        elif spec.category == "calibration":
-            from . import calibration
+        elif workload.category == "calibration":
+            from . import load_shapes
 
-            calibration.run(name, params)
+            load_shapes.run(name, params)
         else:
-            from .command import run_command_ex
+            from .command import run_command_outcome
 
-            rc, stopped = run_command_ex(command, p["duration_s"])
+            rc, stopped = run_command_outcome(command, workload.params["duration_s"])
             return 0 if stopped else (rc if rc >= 0 else 128 - rc)
     except ValueError as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import _stop, events
-from ._common import Emit, phase
 from .data import load_dataset
+from .events import Emit, phase
 from .registry import TORCH_HINT, validate_params
 
 DEFAULT_EPOCHS = 3
@@ -236,7 +236,7 @@ def train(
     if epochs is None:
         epochs = math.inf if (p["steps"] or p["duration_s"]) else DEFAULT_EPOCHS
     t0 = time.monotonic()  # duration_s counts from here: setup (torch import included) onwards
-    with phase(emit, "setup", model=name, device=p["device"]):
+    with phase("setup", emit=emit, model=name, device=p["device"]):
         train_ds, val_ds = load_dataset(  # numpy only: missing files are reported before torch loads
             p["dataset"], image_size=p["image_size"], num_classes=p["num_classes"],
             train_size=p["train_size"], val_size=p["val_size"], limit=p["limit"], seed=p["seed"],
@@ -344,7 +344,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        with phase(emit, f"eval-{n}"), torch.inference_mode():
+        with phase(f"eval-{n}", emit=emit), torch.inference_mode():
             for idx in _batches(len(va), p["batch_size"], None):
                 if stop.is_set():
                     return None
@@ -366,7 +366,7 @@ def train(
     reason = None
     if p["warmup_steps"] and not stop.is_set():
         set_train()
-        with phase(emit, "warmup", steps=p["warmup_steps"]):
+        with phase("warmup", emit=emit, steps=p["warmup_steps"]):
             ts = time.perf_counter()
             rng = np.random.default_rng([p["seed"], 0])
             batches = _batches(len(tr), p["batch_size"], rng)
@@ -384,7 +384,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         images = 0
-        with phase(emit, f"epoch-{epoch}"):
+        with phase(f"epoch-{epoch}", emit=emit):
             ts = time.perf_counter()
             batches = _batches(len(tr), p["batch_size"], np.random.default_rng([p["seed"], epoch]))
             done = 0

@@ -9,53 +9,45 @@ process gets SIGTERM/SIGINT: SIGTERM to the group, SIGKILL 5 s later.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _stop, events
-from ._common import Emit
-
-KILL_AFTER_S = 5.0
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
+from .events import Emit
+from .process_group import GRACE_S, terminate_group
 
 
-def run_command(
+class CommandOutcome(NamedTuple):
+    """How a command ended: its return code (negative: killed by that signal), and why we
+    stopped it (``"duration"``, ``"signal"``) or None when it exited by itself."""
+
+    returncode: int
+    stopped: str | None
+
+
+def run_command(argv: list[str], duration_s: float | None = None, **options: Any) -> int:
+    """:func:`run_command_outcome` (same options), returning only the return code."""
+    return run_command_outcome(argv, duration_s, **options).returncode
+
+
+def run_command_outcome(
     argv: list[str],
     duration_s: float | None = None,
     *,
     emit: Emit = events.emit,
     stop: Any = None,
-    kill_after_s: float = KILL_AFTER_S,
-) -> int:
-    """Run ``argv`` inside phase ``command``; returns its return code (negative: killed by that signal).
+    kill_after_s: float = GRACE_S,
+) -> CommandOutcome:
+    """Run ``argv`` inside phase ``command``; returns its return code and why we stopped it.
 
-    Emits ``result`` with ``returncode``, ``duration_s`` and ``stopped`` (None, "duration"
-    or "signal": why we ended it).  Raises ValueError when the command cannot be started.
+    Stops it (:func:`~workloads.process_group.terminate_group`: SIGTERM to its group, SIGKILL
+    ``kill_after_s`` s later) at ``duration_s`` or when ``stop`` (default: this process got
+    SIGTERM/SIGINT) is set.  Emits ``result`` with ``returncode``, ``duration_s`` and
+    ``stopped`` (None, "duration" or "signal").  Raises ValueError when the command cannot
+    be started.
     """
-    return run_command_ex(argv, duration_s, emit=emit, stop=stop, kill_after_s=kill_after_s)[0]
-
-
-def run_command_ex(
-    argv: list[str],
-    duration_s: float | None = None,
-    *,
-    emit: Emit = events.emit,
-    stop: Any = None,
-    kill_after_s: float = KILL_AFTER_S,
-) -> tuple[int, str | None]:
-    """As :func:`run_command`, returning (return code, why we stopped it or None)."""
     if not argv:
         raise ValueError("the command workload needs a command after `--` (e.g. -- python train.py)")
     stop = _stop.STOP if stop is None else stop
@@ -78,23 +70,17 @@ def run_command_ex(
             elif deadline is not None and time.monotonic() >= deadline:
                 stopped = "duration"
             if stopped:
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=kill_after_s)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
+                terminate_group(proc, kill_after_s)
                 break
             left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(), 0.0))
             stop.wait(left)
     finally:
         if proc.poll() is None:  # an exception of ours: never leave the command behind
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
+            terminate_group(proc, grace_s=0)
         if phase_open:
             emit("phase_end", phase="command")
     rc = proc.returncode
     emit("result", returncode=rc, duration_s=time.monotonic() - t0, stopped=stopped)
     how = f"stopped at {stopped}" if stopped else "exited"
     print(f"command {how} with return code {rc}", file=sys.stderr, flush=True)
-    return rc, stopped
+    return CommandOutcome(rc, stopped)

@@ -326,18 +326,14 @@ def load_dataset(
             SyntheticImages(val_size, num_classes, image_size, seed, VAL),
         )
     kind, _, path = spec.partition(":")
-    if kind == "cifar10":
-        xt, yt, xv, yv = read_cifar10(path)
-        xt, yt = _subset(xt, yt, limit, seed, TRAIN)
-        xv, yv = _subset(xv, yv, limit, seed, VAL)
-        return ArrayImages(xt, yt, 10, CIFAR_MEAN, CIFAR_STD), ArrayImages(xv, yv, 10, CIFAR_MEAN, CIFAR_STD)
-    if kind == "mnist":
-        xt, yt, xv, yv = read_mnist(path)
-        xt, yt = _subset(xt, yt, limit, seed, TRAIN)
-        xv, yv = _subset(xv, yv, limit, seed, VAL)
-        return ArrayImages(xt, yt, 10, MNIST_MEAN, MNIST_STD), ArrayImages(xv, yv, 10, MNIST_MEAN, MNIST_STD)
-    if kind == "imagefolder":
-        classes, (xt, yt), (xv, yv) = read_imagefolder(path, image_size, seed, limit)
-        k = len(classes)
-        return ArrayImages(xt, yt, k, IMAGENET_MEAN, IMAGENET_STD), ArrayImages(xv, yv, k, IMAGENET_MEAN, IMAGENET_STD)
-    raise ValueError(f"dataset {spec!r}: expected synthetic, imagefolder:DIR, cifar10:DIR or mnist:DIR")
+    if kind in ("cifar10", "mnist"):  # 10 classes each, with their own train / test files
+        read, mean, std = {"cifar10": (read_cifar10, CIFAR_MEAN, CIFAR_STD),
+                           "mnist": (read_mnist, MNIST_MEAN, MNIST_STD)}[kind]
+        xt, yt, xv, yv = read(path)
+        train, val, k = _subset(xt, yt, limit, seed, TRAIN), _subset(xv, yv, limit, seed, VAL), 10
+    elif kind == "imagefolder":
+        classes, train, val = read_imagefolder(path, image_size, seed, limit)
+        k, mean, std = len(classes), IMAGENET_MEAN, IMAGENET_STD
+    else:
+        raise ValueError(f"dataset {spec!r}: expected synthetic, imagefolder:DIR, cifar10:DIR or mnist:DIR")
+    return ArrayImages(*train, k, mean, std), ArrayImages(*val, k, mean, std)

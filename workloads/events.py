@@ -17,11 +17,13 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 ENV_FD = "CALIBRATE_EVENTS_FD"
+#: What sends an event: ``emit(kind, **fields)``; :func:`emit` or a test's recorder.
+Emit = Callable[..., Any]
 _lock = threading.Lock()
 _fd: int | None = None
 _resolved = False
@@ -50,14 +52,23 @@ def emit(kind: str, **fields: Any) -> dict[str, Any]:
     return event
 
 
+def _emit_default() -> Emit:
+    return emit  # looked up at each call (the ``emit`` parameter of phase() hides the name)
+
+
 @contextmanager
-def phase(name: str, **fields: Any) -> Iterator[None]:
-    """``with phase("epoch-1"):`` emits phase_start / phase_end around the block."""
-    emit("phase_start", phase=name, **fields)
+def phase(name: str, *, emit: Emit | None = None, **fields: Any) -> Iterator[None]:
+    """``with phase("epoch-1"):`` emits phase_start / phase_end around the block.
+
+    ``fields`` go with phase_start; phase_end is emitted even when the block raises.
+    ``emit`` sends the events (default: this module's :func:`emit`, the events pipe).
+    """
+    send = _emit_default() if emit is None else emit
+    send("phase_start", phase=name, **fields)
     try:
         yield
     finally:
-        emit("phase_end", phase=name)
+        send("phase_end", phase=name)
 
 
 def metric(name: str, value: float, unit: str = "", **fields: Any) -> None:

@@ -5,7 +5,7 @@ Three categories:
 * ``cnn`` -- training a torchvision classification model (any name
   ``torchvision.models.list_models`` knows, plus the tiny ``tinyvgg``), see :mod:`workloads.cnn`;
 * ``calibration`` -- loads with sharp, known edges (idle, steps, square wave, CPU/GPU/memory
-  stress), see :mod:`workloads.calibration`;
+  stress), see :mod:`workloads.load_shapes`;
 * ``command`` -- any user command, see :mod:`workloads.command`.
 
 Nothing here imports torch at module level; :func:`get` imports torchvision only to check a
@@ -28,6 +28,8 @@ __all__ = [
     "WorkloadSpec",
     "get",
     "names",
+    "PreparedWorkload",
+    "prepare",
     "validate_params",
     "command_for",
     "CNN_PRESETS",
@@ -371,6 +373,10 @@ def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     or a bad value; :class:`UnknownWorkload` on an unknown name.
     """
     _category, _description, table = _table(name)
+    return _validate(name, table, params)
+
+
+def _validate(name: str, table: dict[str, _Param], params: dict[str, Any] | None) -> dict[str, Any]:
     given = dict(params or {})
     unknown = sorted(set(given) - set(table))
     if unknown:
@@ -391,14 +397,43 @@ def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _argv(name: str, params: dict[str, Any], command: list[str] | None) -> list[str]:
+    argv = [sys.executable, "-m", "workloads", name, "--params", json.dumps(params)]
+    if command:
+        argv += ["--", *command]
+    return argv
+
+
 def command_for(name: str, params: dict[str, Any], command: list[str] | None = None) -> list[str]:
     """argv that runs workload ``name`` in its own process (``python -m workloads``).
 
     ``command`` (the user command of the ``command`` workload) is appended after ``--``.
     """
     full = validate_params(name, params)
-    given = {k: full[k] for k in params}  # only what was asked; the child fills defaults again
-    argv = [sys.executable, "-m", "workloads", name, "--params", json.dumps(given)]
-    if command:
-        argv += ["--", *command]
-    return argv
+    return _argv(name, {k: full[k] for k in params}, command)  # only what was asked; the child fills defaults again
+
+
+@dataclass(frozen=True)
+class PreparedWorkload:
+    """A workload checked and ready to start: see :func:`prepare`."""
+
+    name: str
+    params: dict[str, Any]  # every parameter, validated, defaults filled in
+    argv: list[str]  # runs it in its own process: python -m workloads NAME --params JSON [-- COMMAND]
+    category: str  # "cnn" | "calibration" | "command"
+
+
+def prepare(name: str, params: dict[str, Any] | None, command: list[str] | None = None) -> PreparedWorkload:
+    """Validate ``params`` of workload ``name`` and build the argv that runs it.
+
+    ``command`` is the user command of the ``command`` workload (required there, refused by
+    every other workload).  Raises ValueError with a one-line message (:class:`UnknownWorkload`
+    on an unknown name), as :func:`validate_params` does.
+    """
+    category, _description, table = _table(name)
+    full = _validate(name, table, params)
+    if category == "command" and not command:
+        raise ValueError("the command workload needs a command after `--`")
+    if category != "command" and command:
+        raise ValueError(f"{name} takes no command after `--` (only the command workload does)")
+    return PreparedWorkload(name=name, params=full, argv=_argv(name, full, command), category=category)

@@ -1,4 +1,4 @@
-"""workloads.calibration: schedules, duty-cycled workers, stop, memory and GPU loads."""
+"""workloads.load_shapes (the calibration workloads): schedules, duty-cycled workers, stop, memory and GPU loads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from workloads import calibration
+from workloads import load_shapes
 from workloads.registry import validate_params
 
 
@@ -25,7 +25,7 @@ class Recorder:
 
 
 def segs(name: str, **params) -> list[tuple[str, float | None, float]]:
-    return [(s.phase, s.duration_s, s.level) for s in calibration.schedule(name, validate_params(name, params))]
+    return [(s.phase, s.duration_s, s.level) for s in load_shapes.schedule(name, validate_params(name, params))]
 
 
 def test_schedules():
@@ -42,7 +42,7 @@ def test_schedules():
 
 def test_step_load_edges_and_cpu_time():
     rec = Recorder()
-    r = calibration.run("step", {"levels": "0,1,0.5", "hold_s": 0.4, "threads": 1, "cycle_s": 0.05},
+    r = load_shapes.run("step", {"levels": "0,1,0.5", "hold_s": 0.4, "threads": 1, "cycle_s": 0.05},
                         emit=rec, stop=threading.Event(), verbose=False)
     starts = [e for e in rec.events if e["kind"] == "phase_start"]
     assert [e["phase"] for e in starts] == ["level-0.00", "level-1.00", "level-0.50"]
@@ -62,7 +62,7 @@ def test_idle_uses_no_workers_and_stops_promptly():
     rec = Recorder()
     threading.Timer(0.2, stop.set).start()
     t = time.monotonic()
-    r = calibration.run("idle", {"duration_s": 30}, emit=rec, stop=stop, verbose=False)
+    r = load_shapes.run("idle", {"duration_s": 30}, emit=rec, stop=stop, verbose=False)
     assert time.monotonic() - t < 5
     assert r["threads"] == 0 and r["cpu_s"] == 0.0 and r["interrupted"] is True
     assert [(e["kind"], e.get("phase")) for e in rec.events] == [
@@ -72,7 +72,7 @@ def test_idle_uses_no_workers_and_stops_promptly():
 def test_stop_during_square_ends_the_phase():
     stop = threading.Event()
     rec = Recorder(stop_on="low", stop=stop)
-    r = calibration.run("square", {"period_s": 0.4, "cycles": 50, "threads": 1}, emit=rec, stop=stop, verbose=False)
+    r = load_shapes.run("square", {"period_s": 0.4, "cycles": 50, "threads": 1}, emit=rec, stop=stop, verbose=False)
     kinds = [(e["kind"], e.get("phase")) for e in rec.events]
     assert kinds == [("phase_start", "high"), ("phase_end", "high"), ("phase_start", "low"),
                      ("phase_end", "low"), ("result", None)]
@@ -81,7 +81,7 @@ def test_stop_during_square_ends_the_phase():
 
 
 def test_memory_stress_moves_bytes():
-    r = calibration.run("memory-stress", {"duration_s": 0.3, "bytes": "8M", "threads": 1},
+    r = load_shapes.run("memory-stress", {"duration_s": 0.3, "bytes": "8M", "threads": 1},
                         emit=Recorder(), stop=threading.Event(), verbose=False)
     assert r["bytes_moved"] > 8 << 20 and r["gb_per_s"] > 0
 
@@ -89,12 +89,12 @@ def test_memory_stress_moves_bytes():
 def test_gpu_stress_without_cuda_is_a_config_error():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
-        r = calibration.run("gpu-stress", {"duration_s": 0.5, "size": 512, "utilisation": 0.5},
+        r = load_shapes.run("gpu-stress", {"duration_s": 0.5, "size": 512, "utilisation": 0.5},
                             emit=Recorder(), stop=threading.Event(), verbose=False)
         assert r["matmuls"] > 0 and 0.2 < r["mean_utilisation"] < 0.8
     else:
         with pytest.raises(ValueError, match="needs a CUDA GPU") as err:
-            calibration.run("gpu-stress", {"duration_s": 1}, emit=Recorder(), stop=threading.Event())
+            load_shapes.run("gpu-stress", {"duration_s": 1}, emit=Recorder(), stop=threading.Event())
         assert "\n" not in str(err.value)
 
 
@@ -109,7 +109,7 @@ def test_gpu_stress_duty_cycle_logic_on_cpu_tensors(monkeypatch):
                                        "cycle_s": 0.05})
     p["device"] = "cpu"
     rec = Recorder()
-    r = calibration.gpu_stress(p, emit=rec, stop=threading.Event(), verbose=False)
+    r = load_shapes.gpu_stress(p, emit=rec, stop=threading.Event(), verbose=False)
     assert [(e["kind"], e.get("phase")) for e in rec.events] == [
         ("phase_start", "setup"), ("phase_end", "setup"), ("phase_start", "stress"), ("phase_end", "stress"),
         ("result", None)]

@@ -1,4 +1,4 @@
-"""Calibration loads with sharp, known edges: idle, steps, square wave, CPU/memory/GPU stress.
+"""Load shapes with sharp, known edges (the calibration workloads): idle, steps, square wave, CPU/memory/GPU stress.
 
 Utilisation is produced by duty-cycled busy loops in worker processes (one per core by
 default, ``multiprocessing`` spawn).  Every period of ``cycle_s`` a worker is busy for
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _stop, events
-from ._common import Emit, phase
+from .events import Emit, phase
 from .registry import TORCH_HINT, validate_params
 
 
@@ -227,18 +227,15 @@ def run_schedule(
             _wait_until(t_start + int(rel_start * 1e9), stop)
             if stop.is_set():
                 break
-            emit("phase_start", phase=s.phase, **s.fields)
-            if verbose:
-                extra = f" (cycle {s.fields['cycle']})" if "cycle" in s.fields else ""
-                print(f"{s.phase}{extra}: utilisation {s.level:.2f} on {n} worker(s) for "
-                      f"{'until stopped' if s.duration_s is None else f'{s.duration_s:g} s'}", file=sys.stderr, flush=True)
-            try:
+            with phase(s.phase, emit=emit, **s.fields):
+                if verbose:
+                    extra = f" (cycle {s.fields['cycle']})" if "cycle" in s.fields else ""
+                    print(f"{s.phase}{extra}: utilisation {s.level:.2f} on {n} worker(s) for "
+                          f"{'until stopped' if s.duration_s is None else f'{s.duration_s:g} s'}", file=sys.stderr, flush=True)
                 if rel_end is None:
                     stop.wait()
                 else:
                     _wait_until(t_start + int(rel_end * 1e9), stop)
-            finally:
-                emit("phase_end", phase=s.phase)
         interrupted = stop.is_set()
     finally:
         t_end = time.monotonic_ns()
@@ -301,7 +298,7 @@ def gpu_stress(p: dict[str, Any], emit: Emit = events.emit, *, stop: Any = None,
         raise ValueError(f"gpu-stress: device={p['device']} but only {torch.cuda.device_count()} CUDA device(s) exist")
     dtype = getattr(torch, p["dtype"])
     n, level, cycle = p["size"], p["utilisation"], p["cycle_s"]
-    with phase(emit, "setup", device=str(device)):  # CUDA context, buffers, one timing
+    with phase("setup", emit=emit, device=str(device)):  # CUDA context, buffers, one timing
         gen = torch.Generator(device=device).manual_seed(p["seed"])
         a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
         b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
@@ -317,7 +314,7 @@ def gpu_stress(p: dict[str, Any], emit: Emit = events.emit, *, stop: Any = None,
     count, busy_s, credit = 0, 0.0, 0.0
     t0 = time.monotonic()
     end = None if p["duration_s"] is None else t0 + p["duration_s"]
-    with phase(emit, "stress", utilisation=level, size=n, dtype=p["dtype"]):
+    with phase("stress", emit=emit, utilisation=level, size=n, dtype=p["dtype"]):
         if verbose:
             print(f"stress: {n}x{n} {p['dtype']} matmuls at utilisation {level:.2f} on {device}", file=sys.stderr, flush=True)
         cycle_start = time.monotonic()

@@ -33,18 +33,10 @@ from calibrate.recorder import LiveMeter
 from calibrate.session import Session
 from calibrate.workload_process import WorkloadRun, run_workload
 from drivers.base import Meter
+from workloads.registry import PreparedWorkload
 
 GRACE_S = 15.0  # a built-in workload given a duration gets this long past it to finish
 MAX_PHASE_S = 86_400.0  # a baseline or cool-down longer than a day is a typo
-
-
-@dataclass(frozen=True)
-class PreparedWorkload:
-    """A workload ready to start: its name, validated parameters and argv."""
-
-    name: str
-    params: dict[str, Any]
-    argv: list[str]
 
 
 @dataclass
@@ -73,7 +65,7 @@ class BenchPlan:
 
     def prepare(self) -> PreparedWorkload:
         """Validate the workload and its parameters; UsageError (one line) if they cannot run."""
-        from workloads.registry import command_for, validate_params
+        from workloads.registry import prepare
 
         command = list(self.command or [])
         if command and command[0] == "--":
@@ -82,20 +74,19 @@ class BenchPlan:
         if name is None:
             raise UsageError("give --workload NAME (e.g. idle, square, vgg16) or a command after --")
         params = dict(self.params)
-        if name == "command":
+        if name == "command":  # run as given, in its own process group (no interpreter between)
             if not command:
                 raise UsageError("--workload command needs the command after -- (e.g. -- python train.py)")
             extra = set(params) - {"duration_s", "seed"}
             if extra:
                 raise UsageError(f"options {', '.join(sorted(extra))} do not apply to an external command")
-            return PreparedWorkload(name, params, command)
+            return PreparedWorkload(name, params, command, category="command")
         if command:
             raise UsageError(f"a command after -- runs as the workload; drop --workload {name} or the command")
         try:
-            params = validate_params(name, params)
+            return prepare(name, params)
         except ValueError as exc:  # UnknownWorkload is a ValueError
             raise UsageError(str(exc).splitlines()[0]) from None
-        return PreparedWorkload(name, params, command_for(name, params))
 
     def check(self) -> None:
         """Reject options that cannot work, before an hour of recording (UsageError)."""

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.session_format import read_status, write_json_atomic
-from calibrate.bench import BenchPlan, PreparedWorkload, run_bench
+from calibrate.bench import BenchPlan, run_bench
 from calibrate.console import ConsoleReporter, print_result
 from calibrate.errors import UsageError
+from workloads.registry import PreparedWorkload
 
 STATE_FILE = "campaign.json"
 WARMUP_DEFAULT_S = 60.0  # a warm-up without a duration runs this long

@@ -40,11 +40,6 @@ def take_anchor(tries: int = 7) -> ClockAnchor:
     return best
 
 
-def now_ns() -> int:
-    """The session clock now (ns, CLOCK_MONOTONIC)."""
-    return time.monotonic_ns()
-
-
 def midpoint(t_request_ns: int, t_reply_ns: int) -> tuple[int, int]:
     """Stamp of a polled sample: (midpoint of request and reply, round trip), both ns."""
     return (t_request_ns + t_reply_ns) // 2, t_reply_ns - t_request_ns

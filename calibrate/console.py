@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calibrate.bench import BenchProgress, BenchReporter, BenchResult, PreparedWorkload
+from calibrate.bench import BenchProgress, BenchReporter, BenchResult
+from workloads.registry import PreparedWorkload
 
 
 def say(msg: str = "", *, err: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from calibrate.session import Session
 from workloads.events import ENV_FD
+from workloads.process_group import terminate_group
 
 
 @dataclass
@@ -151,7 +152,7 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
             while proc.poll() is None:
                 now = time.monotonic()
                 if (stop.is_set() or (deadline and now >= deadline)) and not terminated:
-                    _terminate(proc)
+                    terminate_group(proc)
                     terminated = True
                 if progress and now - last_progress >= 1.0:
                     progress(run)
@@ -159,7 +160,7 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
                 time.sleep(0.1)
         finally:
             if proc.poll() is None:  # an error here: never leave the workload running
-                _terminate(proc)
+                terminate_group(proc)
                 terminated = True
             run.returncode, run.terminated = proc.returncode, terminated
             pump.join(timeout=5)
@@ -167,17 +168,3 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
                 session.end(phase_name)
             session.mark("workload_exited", returncode=proc.returncode, terminated=terminated)
     return run
-
-
-def _terminate(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -60,8 +60,8 @@ def test_an_event_without_a_stamp_is_stamped_on_arrival() -> None:
 def test_an_error_while_waiting_never_leaves_the_workload_running(tmp_path) -> None:
     import pytest
 
-    from calibrate.workload_process import run_workload
     from calibrate.session import Session
+    from calibrate.workload_process import run_workload
     from tests.conftest import ScriptedMeter
 
     session = Session([ScriptedMeter([1.0])], out=tmp_path / "s").start()

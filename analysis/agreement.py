@@ -17,6 +17,7 @@ References
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ from analysis.bland_altman import (
     bland_altman_repeated,
     proportional_bias,
 )
+from analysis.numbers import finite_or_none
 from analysis.regression import (
+    CusumResult,
     RegressionResult,
     deming,
     ols,
@@ -39,10 +42,13 @@ from analysis.regression import (
     passing_bablok,
     pb_cusum_linearity,
 )
+from analysis.session_format import json_safe
 
 __all__ = [
     "REGRESSION_METHODS",
+    "Agreement",
     "agreement",
+    "compare",
     "agreement_table",
     "lin_ccc",
     "pearson_r",
@@ -63,31 +69,8 @@ _METHOD_ALIASES = {
 }
 
 
-def _f(v: Any) -> float | None:
-    """Plain float, or None for NaN/inf (JSON has neither)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
 def _pair(t: Any) -> list[float | None]:
-    return [_f(t[0]), _f(t[1])]
-
-
-def _clean(obj: Any) -> Any:
-    """Recursively convert numpy scalars/tuples and non-finite floats to JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _f(obj)
-    return obj
+    return [finite_or_none(t[0]), finite_or_none(t[1])]
 
 
 # ---------------------------------------------------------------- correlations
@@ -199,30 +182,102 @@ def regression(
 def _ba_dict(ba: BlandAltmanResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n": ba.n,
-        "bias": _f(ba.bias),
-        "sd": _f(ba.sd),
-        "loa_low": _f(ba.loa_low),
-        "loa_high": _f(ba.loa_high),
+        "bias": finite_or_none(ba.bias),
+        "sd": finite_or_none(ba.sd),
+        "loa_low": finite_or_none(ba.loa_low),
+        "loa_high": finite_or_none(ba.loa_high),
         "bias_ci": _pair(ba.bias_ci),
         "loa_low_ci": _pair(ba.loa_low_ci),
         "loa_high_ci": _pair(ba.loa_high_ci),
-        "k": _f(ba.k),
-        "alpha": _f(ba.alpha),
+        "k": finite_or_none(ba.k),
+        "alpha": finite_or_none(ba.alpha),
         "difference": "candidate - reference",
         "bias_ci_method": ba.bias_ci_method,
         "loa_ci_method": ba.loa_ci_method,
     }
-    out.update(_clean(ba.extra))
+    out.update(json_safe(ba.extra))
     return out
 
 
-def agreement(
+@dataclass(frozen=True)
+class Agreement:
+    """The agreement of a candidate with a reference, in the unit of the data (W, J, ...).
+
+    Differences are ``candidate - reference``.  ``to_dict()`` gives the DESIGN contract's
+    keys (``bland_altman``, ``regression``, ``ccc``, ...; plain floats, None for NaN/inf),
+    ``to_frame()`` one tidy row per statistic.
+    """
+
+    n: int
+    dropped: int
+    bland_altman: BlandAltmanResult
+    proportional_bias: dict[str, Any] | None  # None when Bland-Altman carries its own
+    ratio: dict[str, Any] | None
+    ratio_unavailable: str | None
+    regression: RegressionResult
+    cusum: CusumResult | None  # Passing-Bablok only
+    ccc: dict[str, Any]
+    pearson: dict[str, Any]
+    mape: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The DESIGN contract dictionary (``calibrate agree --json``, ``summary.json``)."""
+        ba_d = _ba_dict(self.bland_altman)
+        ba_d["dropped"] = self.dropped
+        if "proportional_bias" not in ba_d:
+            ba_d["proportional_bias"] = json_safe(self.proportional_bias)
+        if self.ratio_unavailable is None:
+            ba_d["ratio"] = json_safe(self.ratio)
+        else:
+            ba_d["ratio"] = None
+            ba_d["ratio_unavailable"] = self.ratio_unavailable
+        reg = self.regression
+        reg_d: dict[str, Any] = {
+            "method": reg.method,
+            "slope": finite_or_none(reg.slope),
+            "intercept": finite_or_none(reg.intercept),
+            "slope_ci": _pair(reg.slope_ci),
+            "intercept_ci": _pair(reg.intercept_ci),
+            "ci_method": reg.ci_method,
+            "n": reg.n,
+            "alpha": finite_or_none(reg.alpha),
+        }
+        reg_d.update(json_safe({k2: v for k2, v in reg.extra.items() if k2 != "dropped"}))
+        if self.cusum is not None:
+            cus = self.cusum
+            reg_d["cusum_linearity"] = json_safe(
+                {"statistic": cus.statistic, "critical": cus.critical, "linear": cus.linear}
+            )
+        return {
+            "n": self.n,
+            "dropped": self.dropped,
+            "difference": "candidate - reference",
+            "bland_altman": ba_d,
+            "regression": reg_d,
+            "ccc": {
+                "value": finite_or_none(self.ccc["value"]),
+                "ci": _pair(self.ccc["ci"]),
+                "ci_method": "Lin 1989 Z-transform",
+            },
+            "pearson_r": finite_or_none(self.pearson["value"]),
+            "pearson_r_ci": _pair(self.pearson["ci"]),
+            "mape_pct": finite_or_none(self.mape["value"]),
+            "mape_excluded_zero_reference": self.mape["excluded_zero"],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per statistic; columns ``section``, ``statistic``, ``value``,
+        ``ci_low``, ``ci_high``, ``method``."""
+        return _frame(self.to_dict())
+
+
+def compare(
     reference: Any,
     candidate: Any,
     method: str = "ols",
     subjects: Any = None,
     **kw: Any,
-) -> dict[str, Any]:
+) -> Agreement:
     """Agreement statistics of ``candidate`` against ``reference`` (the DESIGN contract).
 
     Parameters
@@ -244,7 +299,7 @@ def agreement(
 
     Returns
     -------
-    dict with ``n``, ``dropped``, ``bland_altman`` {n, bias, sd, loa_low, loa_high,
+    An :class:`Agreement`; its ``to_dict()`` is a dict with ``n``, ``dropped``, ``bland_altman`` {n, bias, sd, loa_low, loa_high,
     bias_ci, loa_low_ci, loa_high_ci, ... method names, proportional_bias, ratio},
     ``regression`` {method, slope, intercept, slope_ci, intercept_ci, ci_method, ...},
     ``ccc`` {value, ci}, ``pearson_r``, ``pearson_r_ci``, ``mape_pct``.
@@ -297,56 +352,32 @@ def agreement(
         ba = bland_altman_repeated(ref, cand, rep_subjects, k=k, alpha=alpha)
     else:
         ba = bland_altman(ref, cand, k=k, alpha=alpha, loa_ci=loa_ci)
-    ba_d = _ba_dict(ba)
-    ba_d["dropped"] = dropped
-    if "proportional_bias" not in ba_d:
-        ba_d["proportional_bias"] = _clean(proportional_bias(ref, cand))
+    prop = None if "proportional_bias" in ba.extra else proportional_bias(ref, cand)
+    ratio: dict[str, Any] | None = None
+    ratio_unavailable = None
     try:
-        ba_d["ratio"] = _clean(
-            bland_altman_ratio(ref, cand, k=k, alpha=alpha, loa_ci=loa_ci, subjects=rep_subjects)
-        )
+        ratio = bland_altman_ratio(ref, cand, k=k, alpha=alpha, loa_ci=loa_ci, subjects=rep_subjects)
     except ValueError as exc:
-        ba_d["ratio"] = None
-        ba_d["ratio_unavailable"] = str(exc)
+        ratio_unavailable = str(exc)
 
     # Regression
     reg = regression(ref, cand, method, alpha=alpha, error_ratio=error_ratio, variant=variant)
-    reg_d: dict[str, Any] = {
-        "method": reg.method,
-        "slope": _f(reg.slope),
-        "intercept": _f(reg.intercept),
-        "slope_ci": _pair(reg.slope_ci),
-        "intercept_ci": _pair(reg.intercept_ci),
-        "ci_method": reg.ci_method,
-        "n": reg.n,
-        "alpha": _f(reg.alpha),
-    }
-    reg_d.update(_clean({k2: v for k2, v in reg.extra.items() if k2 != "dropped"}))
-    if reg.method == "passing-bablok":
-        cus = pb_cusum_linearity(ref, cand, reg, alpha=alpha)
-        reg_d["cusum_linearity"] = _clean(
-            {"statistic": cus.statistic, "critical": cus.critical, "linear": cus.linear}
-        )
+    cusum = pb_cusum_linearity(ref, cand, reg, alpha=alpha) if reg.method == "passing-bablok" else None
+    return Agreement(n=int(ref.size), dropped=dropped, bland_altman=ba, proportional_bias=prop, ratio=ratio,
+                     ratio_unavailable=ratio_unavailable, regression=reg, cusum=cusum,
+                     ccc=lin_ccc(ref, cand, alpha=alpha), pearson=pearson_r(ref, cand, alpha=alpha),
+                     mape=mape_pct(ref, cand))
 
-    ccc = lin_ccc(ref, cand, alpha=alpha)
-    pr = pearson_r(ref, cand, alpha=alpha)
-    mape = mape_pct(ref, cand)
-    return {
-        "n": int(ref.size),
-        "dropped": dropped,
-        "difference": "candidate - reference",
-        "bland_altman": ba_d,
-        "regression": reg_d,
-        "ccc": {
-            "value": _f(ccc["value"]),
-            "ci": _pair(ccc["ci"]),
-            "ci_method": "Lin 1989 Z-transform",
-        },
-        "pearson_r": _f(pr["value"]),
-        "pearson_r_ci": _pair(pr["ci"]),
-        "mape_pct": _f(mape["value"]),
-        "mape_excluded_zero_reference": mape["excluded_zero"],
-    }
+
+def agreement(
+    reference: Any,
+    candidate: Any,
+    method: str = "ols",
+    subjects: Any = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """:func:`compare` as the DESIGN contract dictionary (``compare(...).to_dict()``)."""
+    return compare(reference, candidate, method=method, subjects=subjects, **kw).to_dict()
 
 
 def agreement_table(
@@ -360,7 +391,11 @@ def agreement_table(
 
     Columns: ``section``, ``statistic``, ``value``, ``ci_low``, ``ci_high``, ``method``.
     """
-    res = agreement(reference, candidate, method=method, subjects=subjects, **kw)
+    return compare(reference, candidate, method=method, subjects=subjects, **kw).to_frame()
+
+
+def _frame(res: dict[str, Any]) -> pd.DataFrame:
+    """The tidy table of a contract dictionary (see :meth:`Agreement.to_frame`)."""
     ba, reg, ccc = res["bland_altman"], res["regression"], res["ccc"]
     rows: list[dict[str, Any]] = []
 

@@ -1,7 +1,9 @@
-"""Trace alignment: power estimates, resampling, lag and clock-drift estimation.
+"""Trace alignment: step edges, lag and clock-drift estimation.
 
 Pure functions on numpy arrays (no file I/O).  Times are float seconds on one clock
 (the session clock, or Unix seconds for external data), powers in W, energies in J.
+The sampled-trace building blocks (power estimate, resampling, gaps) are in
+:mod:`analysis.sampling`.
 
 Sign convention used everywhere in this module: a **positive lag** means the
 candidate's events appear *later* on its time axis than the same events on the
@@ -30,10 +32,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.ndimage import maximum_filter1d
 
-from drivers.base import MeterConfigError
-
-#: An interval longer than this many median intervals is a gap (meter disconnected).
-GAP_FACTOR = 5.0
+from analysis.regression import ols
+from analysis.sampling import GAP_FACTOR, median_interval, paired_trace, resample
 
 __all__ = [
     "DriftResult",
@@ -43,217 +43,7 @@ __all__ = [
     "detect_edges",
     "estimate_drift",
     "estimate_lag",
-    "find_gaps",
-    "median_interval",
-    "power_series",
-    "resample",
 ]
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _as_1d(x: object, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if a.ndim != 1:
-        raise MeterConfigError(f"{name} must be a 1-D array of numbers; got shape {a.shape}")
-    return a
-
-
-def _check_times(t: np.ndarray, name: str = "t_s", min_n: int = 2) -> None:
-    if t.size < min_n:
-        raise MeterConfigError(f"{name} needs at least {min_n} samples; record a longer trace")
-    if not np.all(np.isfinite(t)):
-        raise MeterConfigError(f"{name} contains NaN/inf timestamps; drop those samples first")
-    if np.any(np.diff(t) < 0):
-        raise MeterConfigError(f"{name} must be non-decreasing; sort the trace by time first")
-
-
-def _pair(
-    t: object, y: object, tname: str, yname: str, min_n: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    ta = _as_1d(t, tname)
-    ya = _as_1d(y, yname)
-    if ta.shape != ya.shape:
-        raise MeterConfigError(f"{tname} and {yname} differ in length ({ta.size} vs {ya.size})")
-    _check_times(ta, tname, min_n)
-    return ta, ya
-
-
-def median_interval(t_s: np.ndarray) -> float:
-    """Median of the positive intervals between stamps (s); NaN with fewer than 2 stamps."""
-    d = np.diff(np.asarray(t_s, dtype=float))
-    d = d[d > 0]
-    return float(np.median(d)) if d.size else math.nan
-
-
-def find_gaps(
-    t_s: np.ndarray, gap_factor: float = GAP_FACTOR, min_gap_s: float = 0.0
-) -> np.ndarray:
-    """Spans ``(t_j, t_j+1)`` (s) where an interval exceeds ``gap_factor`` median intervals
-    (and ``min_gap_s``); shape (k, 2), sorted."""
-    t = _as_1d(t_s, "t_s")
-    if t.size < 2:
-        return np.empty((0, 2))
-    d = np.diff(t)
-    thr = max(gap_factor * median_interval(t), min_gap_s)
-    j = np.flatnonzero(d > thr)
-    return np.column_stack([t[j], t[j + 1]])
-
-
-def _segments(t: np.ndarray, gap_factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Hold intervals [a_i, b_i] of each sample: midpoints between neighbours, half a
-    median interval at the ends and on either side of a gap."""
-    half = 0.5 * median_interval(t)
-    if not math.isfinite(half):
-        raise MeterConfigError("timestamps are all equal; a trace needs increasing times")
-    d = np.diff(t)
-    gap = d > gap_factor * 2.0 * half
-    mid = 0.5 * (t[:-1] + t[1:])
-    a = np.empty_like(t)
-    b = np.empty_like(t)
-    a[0] = t[0] - half
-    b[-1] = t[-1] + half
-    a[1:] = np.where(gap, t[1:] - half, mid)
-    b[:-1] = np.where(gap, t[:-1] + half, mid)
-    return a, b
-
-
-def _cumulative(
-    a: np.ndarray, b: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Breakpoints x and cumulative integral F (value*s) and coverage C (s) of the
-    piecewise-constant function y on [a_i, b_i]; NaN values count as not covered."""
-    valid = np.isfinite(y)
-    width = np.where(valid, b - a, 0.0)
-    inc = np.where(valid, y, 0.0) * width
-    cf = np.cumsum(inc)
-    cc = np.cumsum(width)
-    xs = np.empty(2 * a.size)
-    fs = np.empty(2 * a.size)
-    cs = np.empty(2 * a.size)
-    xs[0::2], xs[1::2] = a, b
-    fs[0::2], fs[1::2] = cf - inc, cf
-    cs[0::2], cs[1::2] = cc - width, cc
-    keep = np.ones(xs.size, dtype=bool)
-    keep[1:] = np.diff(xs) > 0  # contiguous segments share a breakpoint with equal F, C
-    return xs[keep], fs[keep], cs[keep]
-
-
-def _bin_integrals(
-    t: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, gap_factor: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integral of the held samples (value*s) and covered time (s) over each [lo, hi]."""
-    a, b = _segments(t, gap_factor)
-    xs, fs, cs = _cumulative(a, b, y)
-    f = np.interp(hi, xs, fs) - np.interp(lo, xs, fs)
-    c = np.interp(hi, xs, cs) - np.interp(lo, xs, cs)
-    return f, c
-
-
-# ----------------------------------------------------------------------------- power
-
-
-def power_series(
-    t_s: np.ndarray,
-    power_w: np.ndarray | None = None,
-    energy_j: np.ndarray | None = None,
-    energy_resolution_j: float | None = None,
-    *,
-    window_s: float | None = None,
-    gap_factor: float = GAP_FACTOR,
-    max_quantisation: float = 0.02,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best power estimate of one channel: ``(t_s, power_w)`` (s, W).
-
-    From the cumulative counter (``diff(E)/diff(t)`` stamped at interval midpoints) when
-    its resolution is at most ``max_quantisation`` of the median per-sample energy (or
-    unknown), else the reported power.  A counter too coarse with no reported power is
-    differenced between its *changes* (one estimate per counter step).  Intervals longer
-    than ``gap_factor`` median intervals, or where the counter went backwards (reset on
-    reconnection), give no sample.  NaN samples are dropped.  Reported power averaged
-    over the meter's own ``window_s`` ending at the stamp is stamped at the window's
-    centre (``t - window_s/2``) when ``window_s`` is given.
-    """
-    if power_w is None and energy_j is None:
-        raise MeterConfigError("power_series needs power_w or energy_j; the channel has neither")
-    t_all = _as_1d(t_s, "t_s")
-    if energy_j is not None:
-        t, e = _pair(t_all, energy_j, "t_s", "energy_j", min_n=1)
-        ok = np.isfinite(e)
-        t, e = t[ok], e[ok]
-        if t.size >= 2:
-            dt = np.diff(t)
-            de = np.diff(e)
-            med = median_interval(t)
-            good = (dt > 0) & (dt <= gap_factor * med) & (de >= 0)
-            typical = float(np.median(de[good])) if np.any(good) else 0.0
-            fine = energy_resolution_j is None or energy_resolution_j <= max_quantisation * typical
-            if fine:
-                tm = 0.5 * (t[:-1] + t[1:])
-                return tm[good], de[good] / dt[good]
-            if power_w is None:
-                return _coarse_counter_power(t, e, gap_factor, med)
-    t, p = _pair(t_all, power_w, "t_s", "power_w", min_n=1)
-    ok = np.isfinite(p)
-    shift = 0.5 * float(window_s) if window_s else 0.0
-    return t[ok] - shift, p[ok]
-
-
-def _coarse_counter_power(
-    t: np.ndarray, e: np.ndarray, gap_factor: float, med: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Power between the changes of a coarse counter; segments broken at gaps/resets."""
-    dt = np.diff(t)
-    de = np.diff(e)
-    brk = (dt > gap_factor * med) | (de < 0)
-    seg = np.concatenate([[0], np.cumsum(brk)])  # segment id of each sample
-    change = np.ones(t.size, dtype=bool)
-    change[1:] = (de != 0) | brk
-    # the first sample of each segment and each sample where the counter moved
-    idx = np.flatnonzero(change)
-    ti, ei, si = t[idx], e[idx], seg[idx]
-    same = si[1:] == si[:-1]
-    dti = np.diff(ti)
-    use = same & (dti > 0)
-    return (0.5 * (ti[:-1] + ti[1:]))[use], (np.diff(ei) / np.where(dti > 0, dti, 1.0))[use]
-
-
-def resample(
-    t_s: np.ndarray,
-    y: np.ndarray,
-    grid_s: np.ndarray,
-    *,
-    gap_factor: float = GAP_FACTOR,
-    min_coverage: float = 0.5,
-) -> np.ndarray:
-    """Time-weighted average of ``y`` over bins centred on ``grid_s`` (same units as y).
-
-    Each sample holds from the midpoint with its previous neighbour to the midpoint
-    with its next (half a median interval at the ends and beside gaps longer than
-    ``gap_factor`` median intervals).  Bins run between midpoints of the grid points.
-    NaN where less than ``min_coverage`` of a bin is covered by (finite) data.
-    """
-    t, v = _pair(t_s, y, "t_s", "y")
-    g = _as_1d(grid_s, "grid_s")
-    if g.size == 0:
-        return np.empty(0)
-    if g.size == 1:
-        h = median_interval(t)
-        edges = np.array([g[0] - h / 2, g[0] + h / 2])
-    else:
-        if np.any(np.diff(g) <= 0):
-            raise MeterConfigError("grid_s must be strictly increasing")
-        edges = np.empty(g.size + 1)
-        edges[1:-1] = 0.5 * (g[:-1] + g[1:])
-        edges[0] = g[0] - (g[1] - g[0]) / 2
-        edges[-1] = g[-1] + (g[-1] - g[-2]) / 2
-    f, c = _bin_integrals(t, v, edges[:-1], edges[1:], gap_factor)
-    width = np.diff(edges)
-    out = np.full(g.size, np.nan)
-    ok = c >= min_coverage * width
-    out[ok] = f[ok] / c[ok]
-    return out
 
 
 # ----------------------------------------------------------------------------- edges
@@ -321,7 +111,7 @@ def detect_edges(
     step happens within +-0.2 ``min_plateau_s`` of that crossing (slow ramps of a smooth
     load are not edges).  ``min_plateau_s`` defaults to 5 median sample intervals.
     """
-    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     ok = np.isfinite(p)
     t, p = t[ok], p[ok]
     empty = Edges(np.empty(0), np.empty(0, dtype=int), np.empty(0), np.empty(0))
@@ -559,20 +349,20 @@ def estimate_lag(
     their offsets.  Positive lag: candidate events appear later; apply with
     ``align(t_cand, lag_s)``.
     """
-    tr, pr = _pair(t_ref, p_ref, "t_ref", "p_ref")
-    tc, pc = _pair(t_cand, p_cand, "t_cand", "p_cand")
+    tr, pr = paired_trace(t_ref, p_ref, "t_ref", "p_ref")
+    tc, pc = paired_trace(t_cand, p_cand, "t_cand", "p_cand")
     if not (max_lag_s > 0 and math.isfinite(max_lag_s)):
-        raise MeterConfigError("max_lag_s must be a positive number of seconds")
+        raise ValueError("max_lag_s must be a positive number of seconds")
     h_r, h_c = median_interval(tr), median_interval(tc)
     h = float(step_s) if step_s is not None else max(h_r, h_c)
     if not (h > 0 and math.isfinite(h)):
-        raise MeterConfigError("step_s must be a positive number of seconds")
+        raise ValueError("step_s must be a positive number of seconds")
     k_max = int(math.ceil(max_lag_s / h))
     # reference grid over the part of the reference that the candidate can overlap
     t0 = max(tr[0], tc[0] - max_lag_s)
     t1 = min(tr[-1], tc[-1] + max_lag_s)
     if t1 - t0 < 4 * h:
-        raise MeterConfigError(
+        raise ValueError(
             "reference and candidate traces do not overlap in time (within max_lag_s); "
             "check that both use one clock or raise max_lag_s"
         )
@@ -713,18 +503,18 @@ def estimate_drift(
     segments off by more than 3 robust sigmas).  Segments with peak correlation below
     ``min_corr`` and no matched edges are not used.  Needs >= 3 usable segments.
     """
-    tr, pr = _pair(t_ref, p_ref, "t_ref", "p_ref")
-    tc, pc = _pair(t_cand, p_cand, "t_cand", "p_cand")
+    tr, pr = paired_trace(t_ref, p_ref, "t_ref", "p_ref")
+    tc, pc = paired_trace(t_cand, p_cand, "t_cand", "p_cand")
     t0 = max(tr[0], tc[0])
     t1 = min(tr[-1], tc[-1])
     if t1 <= t0:
-        raise MeterConfigError("reference and candidate traces do not overlap in time")
+        raise ValueError("reference and candidate traces do not overlap in time")
     if segment_s is not None:
         n_seg = max(1, int((t1 - t0) // segment_s))
     else:
         n_seg = 8 if n_segments is None else int(n_segments)
     if n_seg < 3:
-        raise MeterConfigError(
+        raise ValueError(
             "drift needs at least 3 segments; record longer or use shorter segments"
         )
     bounds = np.linspace(t0, t1, n_seg + 1)
@@ -747,7 +537,7 @@ def estimate_drift(
                 gap_factor=gap_factor,
                 **lag_kwargs,
             )  # type: ignore[arg-type]
-        except MeterConfigError:
+        except ValueError:
             seg_lag.append(math.nan)
             seg_corr.append(math.nan)
             ok.append(False)
@@ -758,38 +548,30 @@ def estimate_drift(
     st, sl, sc = np.asarray(seg_t), np.asarray(seg_lag), np.asarray(seg_corr)
     used = np.asarray(ok) & np.isfinite(sl)
     if used.sum() < 3:
-        raise MeterConfigError(
+        raise ValueError(
             f"only {int(used.sum())} of {n_seg} segments gave a usable lag; drift needs 3 "
             "(use a load with more variation, longer segments or a larger max_lag_s)"
         )
     tm = 0.5 * (t0 + t1)
     for _ in range(2):
-        x, y = st[used] - tm, sl[used]
-        slope, icpt = np.polyfit(x, y, 1)
-        res_all = sl - (icpt + slope * (st - tm))
+        line = ols(st[used] - tm, sl[used])
+        res_all = sl - (line.intercept + line.slope * (st - tm))
         r = res_all[used]
         sig = 1.4826 * float(np.median(np.abs(r - np.median(r))))
         new = used & (np.abs(res_all) <= max(3.0 * sig, 1e-9))
         if new.sum() < 3 or np.array_equal(new, used):
             break
         used = new
-    x, y = st[used] - tm, sl[used]
-    slope, icpt = np.polyfit(x, y, 1)
-    resid = y - (icpt + slope * x)
-    dof = max(1, x.size - 2)
-    s2 = float(resid @ resid) / dof
-    sxx = float(((x - x.mean()) ** 2).sum())
-    se = math.sqrt(s2 / sxx) if sxx > 0 else math.inf
-    # t quantile for the slope interval
-    from scipy.stats import t as student_t
-
-    q = float(student_t.ppf(0.975, dof))
+    # the slope's 95 % interval is OLS's t interval (n - 2 df)
+    line = ols(st[used] - tm, sl[used])
+    slope, icpt = line.slope, line.intercept
+    lo, hi = line.slope_ci
     return DriftResult(
         lag_s=float(icpt),
         drift_ppm=float(slope * 1e6),
         t0_s=float(tm),
-        drift_ci_ppm=(float((slope - q * se) * 1e6), float((slope + q * se) * 1e6)),
-        residual_s=math.sqrt(s2),
+        drift_ci_ppm=(float(lo * 1e6), float(hi * 1e6)),
+        residual_s=float(line.extra["residual_sd"]),
         segment_t_s=st,
         segment_lag_s=sl,
         segment_corr=sc,

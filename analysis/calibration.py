@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.regression import ols_design
+
 FORMAT = "calibrate-model/1"
 
 
@@ -72,18 +74,6 @@ class CalibrationModel:
         return cls(**{k: v for k, v in raw.items() if k in keys})
 
 
-def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
-    n, p = x.shape
-    if n <= p:
-        raise ValueError(f"need more windows ({n}) than parameters ({p}) to fit a calibration")
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    resid = y - x @ beta
-    dof = n - p
-    s2 = float(resid @ resid) / dof
-    xtx_inv = np.linalg.pinv(x.T @ x)
-    return beta, s2 * xtx_inv, float(np.sqrt(s2)), dof
-
-
 def fit_calibration(table: pd.DataFrame, components: list[str], reference: str = "reference",
                     group: str | None = "workload", window_s: float = float("nan")) -> CalibrationModel:
     """Fit reference = a + sum b_i * component_i on a window table (columns in W).
@@ -97,7 +87,8 @@ def fit_calibration(table: pd.DataFrame, components: list[str], reference: str =
     df = table.dropna(subset=[reference, *components])
     x = np.column_stack([np.ones(len(df))] + [df[c].to_numpy(float) for c in components])
     y = df[reference].to_numpy(float)
-    beta, cov, sd, dof = _ols(x, y)
+    fit = ols_design(x, y)
+    beta, cov, sd, dof = fit.beta, fit.cov, fit.residual_sd, fit.dof
     model = CalibrationModel(
         reference=str(table.attrs.get("reference", reference)), components=list(components),
         intercept_w=float(beta[0]), gains={c: float(b) for c, b in zip(components, beta[1:])},
@@ -136,7 +127,7 @@ def cross_validate(df: pd.DataFrame, components: list[str], reference: str, grou
         train = df[df[group] != g]
         x = np.column_stack([np.ones(len(train))] + [train[c].to_numpy(float) for c in components])
         try:
-            beta, *_ = _ols(x, train[reference].to_numpy(float))
+            beta = ols_design(x, train[reference].to_numpy(float)).beta
         except ValueError:
             continue
         xt = np.column_stack([np.ones(len(test))] + [test[c].to_numpy(float) for c in components])

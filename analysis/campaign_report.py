@@ -16,7 +16,8 @@ from scipy import stats
 from analysis import plots
 from analysis.agreement import agreement
 from analysis.calibration import fit_calibration
-from analysis.summary import _json_safe
+from analysis.regression import ols
+from analysis.session_format import json_safe
 
 
 def mean_ci(values: list[float], alpha: float = 0.05) -> dict[str, Any]:
@@ -76,8 +77,8 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             per_wl = {}
             for w, g in table.groupby("workload"):
                 if len(g) >= 3 and g[cand].nunique() > 1:
-                    b, a = np.polyfit(g[cand], g["reference"], 1)
-                    per_wl[str(w)] = {"slope": float(b), "intercept": float(a), "n": int(len(g))}
+                    line = ols(g[cand], g["reference"])
+                    per_wl[str(w)] = {"slope": line.slope, "intercept": line.intercept, "n": int(len(g))}
             calibration_out.append({"candidate": cand, "intercept_w": model.intercept_w, "gain": model.gains[cand],
                                     "residual_sd_w": model.residual_sd_w, "cross_validation": model.cross_validation,
                                     "per_workload": per_wl})
@@ -93,21 +94,23 @@ def write_campaign_report(folder: Path, sessions: list[Path], reference: str | N
     for p in sessions:
         sp = Path(p) / "summary.json"
         summaries.append(json.loads(sp.read_text()) if sp.exists() else write_report(p, reference=reference))
-    report = _json_safe(aggregate(summaries))
+    report = json_safe(aggregate(summaries))
     (Path(folder) / "campaign_report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (Path(folder) / "campaign_report.html").write_text(render_campaign_html(folder, report))
     return report
 
 
 def _n(v: Any, d: int = 1) -> str:
-    return "&ndash;" if v is None else html.escape(f"{v:,.{d}f}")
+    from analysis.report import html_number
+
+    return html_number(v, d)
 
 
 def render_campaign_html(folder: Path, report: dict[str, Any]) -> str:
-    from analysis.report import CSS, _img, _table
+    from analysis.report import CSS, html_table, img_tag
 
     parts = [f"<h1>calibrate campaign: {html.escape(Path(folder).name)}</h1>", "<h2>Energy per workload</h2>"]
-    parts.append(_table(["workload", "runs", "energy (J) mean [95% CI]", "duration (s)", "accuracy", "accuracy per kWh", "CO2 (g)"],
+    parts.append(html_table(["workload", "runs", "energy (J) mean [95% CI]", "duration (s)", "accuracy", "accuracy per kWh", "CO2 (g)"],
                         [[html.escape(str(w["workload"])), str(w["runs"]),
                           f"{_n(w['energy_j']['mean'])} [{_n(w['energy_j']['ci'][0])}, {_n(w['energy_j']['ci'][1])}]",
                           _n(w["duration_s"]["mean"]), _n(w["accuracy"]["mean"], 3), _n(w["accuracy_per_kwh"]["mean"], 1),
@@ -116,9 +119,9 @@ def render_campaign_html(folder: Path, report: dict[str, Any]) -> str:
            if r.get("energy_j") is not None and r.get("accuracy") is not None]
     if pts:
         parts.append("<h2>Accuracy against energy (Pareto front)</h2>")
-        parts.append(f'<div class="fig">{_img(plots.pareto_plot(pts), "accuracy against energy")}</div>')
+        parts.append(f'<div class="fig">{img_tag(plots.figure_png(plots.pareto_plot, pts), "accuracy against energy")}</div>')
     parts.append("<h2>Agreement pooled over runs</h2>")
-    parts.append(_table(["candidate", "runs", "windows", "bias (W)", "LoA (W)", "method"],
+    parts.append(html_table(["candidate", "runs", "windows", "bias (W)", "LoA (W)", "method"],
                         [[html.escape(a["candidate"]), str(a.get("n_runs")), str(a.get("n_windows")),
                           _n((a.get("bland_altman") or {}).get("bias"), 2),
                           f"{_n((a.get('bland_altman') or {}).get('loa_low'), 2)} to {_n((a.get('bland_altman') or {}).get('loa_high'), 2)}",
@@ -130,6 +133,6 @@ def render_campaign_html(folder: Path, report: dict[str, Any]) -> str:
         per = "; ".join(f"{html.escape(w)}: {v['intercept']:.1f} + {v['slope']:.3f}x" for w, v in (c.get("per_workload") or {}).items())
         rows.append([html.escape(c["candidate"]), _n(c.get("intercept_w"), 2), _n(c.get("gain"), 4),
                      _n(cv.get("rmse_w"), 2), html.escape(str(cv.get("method", c.get("error", "")))), per])
-    parts.append(_table(["candidate", "intercept (W)", "gain", "CV RMSE (W)", "CV", "per workload"], rows))
+    parts.append(html_table(["candidate", "intercept (W)", "gain", "CV RMSE (W)", "CV", "per workload"], rows))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>campaign</title><style>{CSS}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from analysis.align import _pair, detect_edges, median_interval
-from drivers.base import MeterConfigError
+from analysis.align import detect_edges
+from analysis.sampling import median_interval, paired_trace
 
 __all__ = ["Characterization", "characterize", "update_period_s", "update_samples"]
 
@@ -58,7 +58,7 @@ def update_period_s(t_s: np.ndarray, power_w: np.ndarray) -> float:
     """Median interval (s) between changes of the reported value; a meter polled faster
     than it updates repeats values, so this is its own update period, not the poll
     interval.  NaN when the value never changes twice."""
-    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     ok = np.isfinite(p)
     t, p = t[ok], p[ok]
     tc = t[1:][p[1:] != p[:-1]]
@@ -70,7 +70,7 @@ def update_period_s(t_s: np.ndarray, power_w: np.ndarray) -> float:
 def update_samples(t_s: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The samples that carry a new value (first of each run of repeats), for a meter
     polled faster than it updates; all samples otherwise."""
-    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     ok = np.isfinite(p)
     t, p = t[ok], p[ok]
     upd = update_period_s(t, p)
@@ -165,12 +165,12 @@ def characterize(
     second half-span after it, so the response must settle within half a span.  The
     window is searched up to ``max_window_s`` (default half the span).
     """
-    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     ok = np.isfinite(p)
     t, p = t[ok], p[ok]
     if edges_s is None:
         if ref_t_s is None or ref_power_w is None:
-            raise MeterConfigError(
+            raise ValueError(
                 "characterize needs the load's edge times (edges_s) or a fast reference trace"
             )
         edges = detect_edges(ref_t_s, ref_power_w).t_s
@@ -178,7 +178,7 @@ def characterize(
         edges = np.sort(np.asarray(edges_s, dtype=float).ravel())
     edges = edges[(edges > t[0]) & (edges < t[-1])]
     if edges.size < min_edges:
-        raise MeterConfigError(
+        raise ValueError(
             f"only {edges.size} load edges fall inside the trace; characterisation needs "
             f"{min_edges} (run a longer step or square-wave load)"
         )
@@ -187,9 +187,9 @@ def characterize(
     spacing = np.diff(edges)
     span = 0.5 * float(np.median(spacing)) if span_s is None else float(span_s)
     if not span > 0:
-        raise MeterConfigError("span_s must be a positive number of seconds")
+        raise ValueError("span_s must be a positive number of seconds")
     if math.isfinite(upd) and span < 1.5 * upd:
-        raise MeterConfigError(
+        raise ValueError(
             f"load edges ({2 * span:.3g} s apart) are too close for a meter updating every "
             f"{upd:.3g} s; use a square wave with periods of at least {4 * upd:.3g} s"
         )
@@ -224,7 +224,7 @@ def characterize(
         rise.append(r90 - r10)
         lag50.append(r50)
     if n_used < min_edges:
-        raise MeterConfigError(
+        raise ValueError(
             f"only {n_used} edges show a clear step in this meter's trace; characterisation "
             f"needs {min_edges} (check that the meter sees the load and the edge times)"
         )

@@ -1,12 +1,21 @@
-"""Figures for reports (matplotlib, Agg backend).  Computing lives elsewhere: these
-functions take arrays and summary dicts and return PNG bytes."""
+"""Figures for reports (matplotlib, Agg backend).  Computing lives elsewhere: each plot
+draws given arrays (s, W, J) and summary figures on an ``ax`` (a matplotlib Axes; a new
+figure when None) and returns that Axes.  :func:`png` renders a figure at the HTML edge;
+:func:`figure_png` draws one plot on a new figure and returns its PNG bytes."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+__all__ = ["bland_altman_plot", "figure_png", "new_axes", "pareto_front", "pareto_plot", "phase_energy_figsize",
+           "phase_energy_plot", "png", "power_traces", "residuals_plot", "scatter_fit"]
+
+FIGSIZE = {"power_traces": (10, 4), "scatter_fit": (4.6, 4.2), "bland_altman_plot": (4.6, 4.2),
+           "residuals_plot": (4.6, 3.0), "pareto_plot": (5.5, 4)}
 
 
 def _plt() -> Any:
@@ -18,19 +27,33 @@ def _plt() -> Any:
     return plt
 
 
-def _png(fig: Any) -> bytes:
+def new_axes(figsize: tuple[float, float]) -> Any:
+    """A new figure of ``figsize`` (inches) with one Axes; returns the Axes."""
+    _, ax = _plt().subplots(figsize=figsize)
+    return ax
+
+
+def png(fig: Any) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return buf.getvalue()
 
 
+def figure_png(plot: Callable[..., Any], *args: Any, figsize: tuple[float, float] | None = None,
+               **kwargs: Any) -> bytes:
+    """Draw ``plot(*args, **kwargs)`` on a new figure (its usual size unless ``figsize``) as PNG."""
+    ax = new_axes(figsize or FIGSIZE[plot.__name__])
+    plot(*args, ax=ax, **kwargs)
+    return png(ax.figure)
+
+
 def power_traces(traces: dict[str, tuple[np.ndarray, np.ndarray]], phases: list[tuple[str, float, float]],
-                 reference: str | None = None, max_points: int = 4000) -> bytes:
+                 reference: str | None = None, max_points: int = 4000, *, ax: Any = None) -> Any:
     """Power (W) against session time (s) for every channel, phases shaded and labelled."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ax = ax if ax is not None else new_axes(FIGSIZE["power_traces"])
+    colors = _plt().rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (p_name, a, b) in enumerate(phases):
         ax.axvspan(a, b, color="0.92" if i % 2 == 0 else "0.86", zorder=0)
         ax.text((a + b) / 2, 1.0, p_name, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
@@ -43,14 +66,13 @@ def power_traces(traces: dict[str, tuple[np.ndarray, np.ndarray]], phases: list[
     ax.set_ylabel("power (W)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return ax
 
 
 def scatter_fit(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, Any] | None,
-                ref_name: str, cand_name: str) -> bytes:
-    """Window mean power: reference against candidate, identity line and calibration fit."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+                ref_name: str, cand_name: str, *, ax: Any = None) -> Any:
+    """Window mean power (W): reference against candidate, identity line and calibration fit."""
+    ax = ax if ax is not None else new_axes(FIGSIZE["scatter_fit"])
     ax.scatter(cand_w, ref_w, s=14, alpha=0.8)
     lo = float(np.nanmin([cand_w.min(), ref_w.min()])) if len(ref_w) else 0.0
     hi = float(np.nanmax([cand_w.max(), ref_w.max()])) if len(ref_w) else 1.0
@@ -64,13 +86,13 @@ def scatter_fit(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, An
     ax.set_ylabel(f"{ref_name} (W)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return ax
 
 
-def bland_altman_plot(ref_w: np.ndarray, cand_w: np.ndarray, ba: dict[str, Any], cand_name: str) -> bytes:
-    """Difference (candidate - reference) against the mean, with bias and limits of agreement."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+def bland_altman_plot(ref_w: np.ndarray, cand_w: np.ndarray, ba: dict[str, Any], cand_name: str,
+                      *, ax: Any = None) -> Any:
+    """Difference (candidate - reference, W) against the mean (W), with bias and limits of agreement."""
+    ax = ax if ax is not None else new_axes(FIGSIZE["bland_altman_plot"])
     mean = (ref_w + cand_w) / 2
     diff = cand_w - ref_w
     ax.scatter(mean, diff, s=14, alpha=0.8)
@@ -86,13 +108,12 @@ def bland_altman_plot(ref_w: np.ndarray, cand_w: np.ndarray, ba: dict[str, Any],
     ax.set_xlabel("mean of the two (W)")
     ax.set_ylabel(f"{cand_name} - reference (W)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return ax
 
 
-def residuals_plot(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, Any]) -> bytes:
+def residuals_plot(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, Any], *, ax: Any = None) -> Any:
     """Residuals of the calibration fit (W) per window, in time order."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    ax = ax if ax is not None else new_axes(FIGSIZE["residuals_plot"])
     slope = calibration.get("slope")
     res = ref_w - (calibration["intercept"] + (1.0 if slope is None else slope) * cand_w)
     ax.plot(np.arange(len(res)), res, marker="o", ms=3, lw=0.8)
@@ -100,14 +121,22 @@ def residuals_plot(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str,
     ax.set_xlabel("window (time order)")
     ax.set_ylabel("residual (W)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return ax
 
 
-def phase_energy_plot(phases: list[dict[str, Any]], channels: list[str]) -> bytes:
+def _phase_rows(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in phases if p.get("duration_s", 0) > 0][:30]
+
+
+def phase_energy_figsize(phases: list[dict[str, Any]], channels: list[str]) -> tuple[float, float]:
+    """A figure size (inches) that fits :func:`phase_energy_plot`'s bars."""
+    return (max(5.0, 0.6 * len(_phase_rows(phases)) * max(1, len(channels)) / 2), 3.4)
+
+
+def phase_energy_plot(phases: list[dict[str, Any]], channels: list[str], *, ax: Any = None) -> Any:
     """Energy per phase (J) for each channel, grouped bars."""
-    plt = _plt()
-    rows = [p for p in phases if p.get("duration_s", 0) > 0][:30]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(rows) * max(1, len(channels)) / 2), 3.4))
+    ax = ax if ax is not None else new_axes(phase_energy_figsize(phases, channels))
+    rows = _phase_rows(phases)
     width = 0.8 / max(1, len(channels))
     x = np.arange(len(rows))
     for i, cid in enumerate(channels):
@@ -117,7 +146,7 @@ def phase_energy_plot(phases: list[dict[str, Any]], channels: list[str]) -> byte
     ax.set_ylabel("energy (J)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return ax
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -131,10 +160,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_plot(points: list[tuple[float, float, str]]) -> bytes:
+def pareto_plot(points: list[tuple[float, float, str]], *, ax: Any = None) -> Any:
     """Accuracy against energy (J) per run, coloured by workload, Pareto front drawn."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax = ax if ax is not None else new_axes(FIGSIZE["pareto_plot"])
     labels = sorted({p[2] for p in points})
     for i, lab in enumerate(labels):
         xs = [p[0] for p in points if p[2] == lab]
@@ -148,4 +176,4 @@ def pareto_plot(points: list[tuple[float, float, str]]) -> bytes:
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return ax

@@ -29,6 +29,8 @@ __all__ = [
     "RegressionResult",
     "CusumResult",
     "ols",
+    "ols_design",
+    "OlsFit",
     "deming",
     "passing_bablok",
     "pb_cusum_linearity",
@@ -138,6 +140,36 @@ def ols(x: Any, y: Any, *, alpha: float = 0.05) -> RegressionResult:
             "dropped": dropped,
         },
     )
+
+
+@dataclass(frozen=True)
+class OlsFit:
+    """Least squares ``y = X beta``: coefficients (units of y per unit of each column),
+    their covariance, the residual SD (units of y) and the residual degrees of freedom."""
+
+    beta: np.ndarray
+    cov: np.ndarray
+    residual_sd: float
+    dof: int
+
+
+def ols_design(x: np.ndarray, y: np.ndarray) -> OlsFit:
+    """OLS on a design matrix ``x`` (n, p) -- several regressors, e.g. a calibration
+    ``wall = a + sum b_i software_i`` with a column of ones for ``a``.
+
+    :func:`ols` is the one-regressor line with its t intervals; scipy.stats has no
+    multi-regressor least squares with a coefficient covariance (``linregress`` takes one
+    x), so this is ``numpy.linalg.lstsq`` with ``s^2 (X'X)^-1``.
+    """
+    n, p = x.shape
+    if n <= p:
+        raise ValueError(f"need more windows ({n}) than parameters ({p}) to fit a calibration")
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    dof = n - p
+    s2 = float(resid @ resid) / dof
+    xtx_inv = np.linalg.pinv(x.T @ x)
+    return OlsFit(beta, s2 * xtx_inv, float(np.sqrt(s2)), dof)
 
 
 # ------------------------------------------------------------------------ Deming

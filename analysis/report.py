@@ -9,50 +9,104 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis import plots
+from analysis.emissions import lookup_intensity
 from analysis.load import SessionData, load_session
-from analysis.summary import _json_safe, series_of, summarize, to_reference_clock
+from analysis.numbers import fmt_number, is_missing
+from analysis.pipeline import Analysis, analyse
+from analysis.series import series_of, to_reference_clock
+from analysis.session_format import json_safe
+from analysis.summary import summarize
+
+__all__ = ["CSS", "ReportOptions", "agreement_markdown", "html_number", "html_table", "img_tag", "render_html",
+           "summary_markdown", "summary_text", "write_report"]
 
 
-def write_report(path: str | Path, reference: str | None = None, candidates: list[str] | None = None,
-                 window_s: float | None = None, location: str | None = None, intensity: float | None = None,
-                 pue: float | None = None) -> dict[str, Any]:
-    """Analyse the session at ``path``; write summary.json and report.html there; return the summary."""
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a session report compares and how CO2 is counted.
+
+    ``reference``: channel id or meter name (None: the session's); ``candidates``: channel
+    ids or sums ``"a+b"`` (None: every other channel); ``window_s``: comparison window (s;
+    None: from the meters); ``location``: grid code for the intensity; ``intensity``:
+    g CO2e/kWh, overrides ``location``; ``pue``: facility energy / IT energy (>= 1).
+    """
+
+    reference: str | None = None
+    candidates: tuple[str, ...] | None = None
+    window_s: float | None = None
+    location: str | None = None
+    intensity: float | None = None
+    pue: float | None = None
+
+    def validate(self) -> ReportOptions:
+        """Raise ValueError (one line) for a bad window, intensity, PUE or location; return self."""
+        w = self.window_s
+        if w is not None and not (math.isfinite(w) and w > 0):
+            raise ValueError(f"--window must be a positive number of seconds, got {w}")
+        i = self.intensity
+        if i is not None and not (math.isfinite(i) and i >= 0):
+            raise ValueError(f"--intensity must be >= 0 g CO2/kWh, got {i}")
+        pue = self.pue
+        if pue is not None and not (math.isfinite(pue) and pue >= 1):
+            raise ValueError(f"--pue must be >= 1 (facility energy / IT energy), got {pue}")
+        if i is None and self.location:
+            lookup_intensity(self.location)  # ValueError naming the known locations
+        return self
+
+
+def write_report(path: str | Path, options: ReportOptions | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Analyse the session at ``path``; write summary.json, report.html and summary.md there;
+    return the (JSON-safe) summary.
+
+    ``options`` or the same fields as keywords (``reference=``, ``candidates=``,
+    ``window_s=``, ``location=``, ``intensity=``, ``pue=``), not both.
+    """
+    unknown = set(kwargs) - {f.name for f in fields(ReportOptions)}
+    if unknown:
+        raise TypeError(f"write_report() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    if options is not None and kwargs:
+        raise TypeError("write_report() takes options or keyword arguments, not both")
+    if options is None:
+        cands = kwargs.get("candidates")
+        options = ReportOptions(**{**kwargs, "candidates": tuple(cands) if cands is not None else None})
     folder = Path(path)
     data = load_session(folder)
-    summary = _json_safe(summarize(data, reference=reference, candidates=candidates, window_s=window_s,
-                                   location=location, intensity=intensity, pue=pue))
+    o = options
+    result = analyse(data, o.reference, list(o.candidates) if o.candidates is not None else None, o.window_s)
+    summary = json_safe(summarize(data, location=o.location, intensity=o.intensity, pue=o.pue, result=result))
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    (folder / "report.html").write_text(render_html(data, summary))
+    (folder / "report.html").write_text(render_html(data, summary, result))
     (folder / "summary.md").write_text(summary_markdown(summary))
     return summary
 
 
 # --------------------------------------------------------------------------- HTML
-def _img(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
+    """An <img> with the PNG embedded (base64) and ``alt`` escaped."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _n(v: Any, digits: int = 2, unit: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "&ndash;"
-    if isinstance(v, (int, float)):
-        return html.escape(f"{v:,.{digits}f}{unit}")
-    return html.escape(str(v))
+def html_number(v: Any, digits: int = 2, unit: str = "") -> str:
+    """:func:`~analysis.numbers.fmt_number` for HTML: escaped, an en dash when missing."""
+    return "&ndash;" if is_missing(v) else html.escape(fmt_number(v, digits, unit))
 
 
 def _ci(ci: Any, digits: int = 2) -> str:
     if not ci or any(c is None for c in ci):
         return "&ndash;"
-    return f"[{_n(ci[0], digits)}, {_n(ci[1], digits)}]"
+    return f"[{html_number(ci[0], digits)}, {html_number(ci[1], digits)}]"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def html_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A <table>: ``headers`` escaped here, ``rows`` cells already HTML."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -69,7 +123,9 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 """
 
 
-def render_html(data: SessionData, summary: dict[str, Any]) -> str:
+def render_html(data: SessionData, summary: dict[str, Any], result: Analysis | None = None) -> str:
+    """The self-contained report page of a session: ``summary`` (JSON-safe) for the figures,
+    ``result`` (the :func:`~analysis.pipeline.analyse` the summary came from) for the traces."""
     ref = summary["reference"]
     manifest = data.manifest
     parts: list[str] = []
@@ -81,7 +137,7 @@ def render_html(data: SessionData, summary: dict[str, Any]) -> str:
         "<p>"
         f"Status <b>{html.escape(summary['status'])}</b>; recorded {html.escape(str(manifest.get('created_utc', '')))} on "
         f"{html.escape(str(host.get('hostname', '')))} ({html.escape(str(host.get('cpu', '')))}, {html.escape(str(host.get('cpus', '')))} CPUs); "
-        f"duration {_n(summary.get('duration_s'), 1, ' s')}; workload <b>{html.escape(str(wl.get('name')))}</b> "
+        f"duration {html_number(summary.get('duration_s'), 1, ' s')}; workload <b>{html.escape(str(wl.get('name')))}</b> "
         f"<span class=muted>{html.escape(json.dumps(wl.get('parameters', {})))}</span>; reference <b>{html.escape(ref)}</b>.</p>"
     )
     for w in summary.get("warnings", []):
@@ -96,42 +152,42 @@ def render_html(data: SessionData, summary: dict[str, Any]) -> str:
             src_html += " (simulated)"
         faults = ", ".join(f"{html.escape(k)}: {v}" for k, v in (m.get("errors") or {}).items()) or "none"
         rows.append([html.escape(cid) + (" <b>(reference)</b>" if cid == ref else ""), html.escape(str(m.get("scope", ""))),
-                     src_html, _n(m.get("energy_j"), 1), _n(m.get("mean_power_w"), 2), _n(m.get("idle_power_w"), 2),
-                     _n(m.get("dynamic_energy_j"), 1), str(m.get("samples", 0)), _n(m.get("interval_s"), 3),
+                     src_html, html_number(m.get("energy_j"), 1), html_number(m.get("mean_power_w"), 2), html_number(m.get("idle_power_w"), 2),
+                     html_number(m.get("dynamic_energy_j"), 1), str(m.get("samples", 0)), html_number(m.get("interval_s"), 3),
                      "counter" if m.get("from_counter") else "power", faults])
     parts.append("<h2>Meters</h2>")
-    parts.append(_table(["channel", "scope", "source", "energy (J)", "mean power (W)", "idle power (W)",
+    parts.append(html_table(["channel", "scope", "source", "energy (J)", "mean power (W)", "idle power (W)",
                          "dynamic energy (J)", "samples", "interval (s)", "energy from", "faults"], rows))
     rec = summary.get("recorder") or {}
     if rec.get("cpu_fraction_of_core") is not None:
         parts.append(f"<p class=muted>Recorder overhead: {rec['cpu_fraction_of_core'] * 100:.3f}% of one core "
-                     f"({_n(rec.get('cpu_s'), 3)} s CPU).</p>")
+                     f"({html_number(rec.get('cpu_s'), 3)} s CPU).</p>")
 
     # traces
-    traces = {}
-    lags = summary.get("lags", {})
-    for cid, tr in data.channels.items():
-        if len(tr.ok) < 2:
-            continue
-        s = series_of(tr)
-        traces[cid] = (to_reference_clock(s.t_p, lags.get(cid)), s.p)
+    if result is not None:
+        traces = {cid: (result.lags[cid].apply(s.t_p) if cid in result.lags else s.t_p, s.p)
+                  for cid, s in result.series.items()}
+    else:  # a summary read back from disk: the series again, with the lags it reports
+        lags = summary.get("lags", {})
+        traces = {cid: (to_reference_clock(s.t_p, lags.get(cid)), s.p)
+                  for cid, s in ((c, series_of(tr)) for c, tr in data.channels.items() if len(tr.ok) >= 2)}
     parts.append("<h2>Power traces</h2><p class=muted>Candidates shifted by their estimated lag; phases shaded.</p>")
-    parts.append(f'<div class="fig">{_img(plots.power_traces(traces, data.phases(), ref), "power traces")}</div>')
+    parts.append(f'<div class="fig">{img_tag(plots.figure_png(plots.power_traces, traces, data.phases(), ref), "power traces")}</div>')
 
     # agreement
     parts.append("<h2>Agreement with the reference</h2>")
     agree_rows = []
     for a in summary.get("agreement", []):
         ba, reg, ccc, cal = a.get("bland_altman", {}), a.get("regression", {}), a.get("ccc", {}), a.get("calibration", {})
-        agree_rows.append([html.escape(a["candidate"]), _n(a.get("lag_s"), 2), _n(a.get("window_s"), 1), str(a.get("n_windows", 0)),
-                           _n(ba.get("bias")) + " " + _ci(ba.get("bias_ci")), _n(ba.get("sd")),
-                           _n(ba.get("loa_low")) + " " + _ci(ba.get("loa_low_ci")),
-                           _n(ba.get("loa_high")) + " " + _ci(ba.get("loa_high_ci")),
-                           _n(reg.get("slope"), 3) + " " + _ci(reg.get("slope_ci"), 3),
-                           _n(reg.get("intercept")) + " " + _ci(reg.get("intercept_ci")),
-                           _n(ccc.get("value"), 3) + " " + _ci(ccc.get("ci"), 3),
-                           (f"{_n(cal.get('intercept'))} + {_n(cal.get('slope'), 3)} &times; x" if cal else html.escape(a.get("error", "")))])
-    parts.append(_table(["candidate", "lag (s)", "window (s)", "n", "bias (W) [95% CI]", "SD (W)", "LoA low", "LoA high",
+        agree_rows.append([html.escape(a["candidate"]), html_number(a.get("lag_s"), 2), html_number(a.get("window_s"), 1), str(a.get("n_windows", 0)),
+                           html_number(ba.get("bias")) + " " + _ci(ba.get("bias_ci")), html_number(ba.get("sd")),
+                           html_number(ba.get("loa_low")) + " " + _ci(ba.get("loa_low_ci")),
+                           html_number(ba.get("loa_high")) + " " + _ci(ba.get("loa_high_ci")),
+                           html_number(reg.get("slope"), 3) + " " + _ci(reg.get("slope_ci"), 3),
+                           html_number(reg.get("intercept")) + " " + _ci(reg.get("intercept_ci")),
+                           html_number(ccc.get("value"), 3) + " " + _ci(ccc.get("ci"), 3),
+                           (f"{html_number(cal.get('intercept'))} + {html_number(cal.get('slope'), 3)} &times; x" if cal else html.escape(a.get("error", "")))])
+    parts.append(html_table(["candidate", "lag (s)", "window (s)", "n", "bias (W) [95% CI]", "SD (W)", "LoA low", "LoA high",
                          "slope (cand. on ref.)", "intercept (W)", "CCC", "calibration: reference ="], agree_rows))
     parts.append("<p class=muted>Differences are candidate &minus; reference, on window mean power "
                  "(window energy / window length). The calibration fits reference = a + b &times; candidate: "
@@ -143,64 +199,64 @@ def render_html(data: SessionData, summary: dict[str, Any]) -> str:
         rw, cw = np.asarray(pairs["reference_w"], float), np.asarray(pairs["candidate_w"], float)
         cname = a["candidate"]
         parts.append(f"<h3>{html.escape(cname)}</h3>")
-        figs = [plots.scatter_fit(rw, cw, a.get("calibration"), ref, cname),
-                plots.bland_altman_plot(rw, cw, a.get("bland_altman", {}), cname)]
+        figs = [plots.figure_png(plots.scatter_fit, rw, cw, a.get("calibration"), ref, cname),
+                plots.figure_png(plots.bland_altman_plot, rw, cw, a.get("bland_altman", {}), cname)]
         if a.get("calibration"):
-            figs.append(plots.residuals_plot(rw, cw, a["calibration"]))
-        parts.append("".join(f'<div class="fig">{_img(f, cname)}</div>' for f in figs))
+            figs.append(plots.figure_png(plots.residuals_plot, rw, cw, a["calibration"]))
+        parts.append("".join(f'<div class="fig">{img_tag(f, cname)}</div>' for f in figs))
 
     # phases
     phases = summary.get("phases") or []
     if phases:
         chans = list(summary["meters"])
         parts.append("<h2>Energy per phase (J)</h2>")
-        parts.append(_table(["phase", "start (s)", "duration (s)", *chans],
-                            [[html.escape(p["phase"]), _n(p["start_s"], 1), _n(p["duration_s"], 1),
-                              *[_n(p.get(c), 1) for c in chans]] for p in phases[:200]]))
-        parts.append(f'<div class="fig">{_img(plots.phase_energy_plot(phases, chans), "energy per phase")}</div>')
+        parts.append(html_table(["phase", "start (s)", "duration (s)", *chans],
+                            [[html.escape(p["phase"]), html_number(p["start_s"], 1), html_number(p["duration_s"], 1),
+                              *[html_number(p.get(c), 1) for c in chans]] for p in phases[:200]]))
+        parts.append(f'<div class="fig">{img_tag(plots.figure_png(plots.phase_energy_plot, phases, chans, figsize=plots.phase_energy_figsize(phases, chans)), "energy per phase")}</div>')
 
     # training epochs: energy and metrics side by side
     epochs = wl.get("epochs") or []
     if epochs:
         keys = [k for k in dict.fromkeys(k for r in epochs for k in r) if k not in ("epoch",)]
         parts.append("<h2>Training epochs</h2>")
-        parts.append(_table(["epoch", *[k.replace("_", " ") for k in keys]],
-                            [[html.escape(str(r["epoch"])), *[_n(r.get(k), 3) for k in keys]] for r in epochs[:500]]))
+        parts.append(html_table(["epoch", *[k.replace("_", " ") for k in keys]],
+                            [[html.escape(str(r["epoch"])), *[html_number(r.get(k), 3) for k in keys]] for r in epochs[:500]]))
         parts.append(f"<p class=muted>energy: {html.escape(ref)} over the epoch phase (J).</p>")
 
     # workload & emissions
     em = summary.get("emissions") or {}
     parts.append("<h2>Workload, energy and CO<sub>2</sub></h2>")
-    parts.append(_table(["figure", "value"], [
+    parts.append(html_table(["figure", "value"], [
         ["workload", html.escape(str(wl.get("name")))],
-        ["duration (s)", _n(wl.get("duration_s"), 1)],
-        ["accuracy", _n(wl.get("accuracy"), 4)],
-        ["images/s", _n(wl.get("images_per_s"), 1)],
-        [f"energy of the workload phase, {html.escape(str(em.get('energy_from', ref)))} (J)", _n(wl.get("energy_j"), 1)],
-        ["accuracy per kWh", _n(wl.get("accuracy_per_kwh"), 1)],
-        ["grid intensity (g CO2e/kWh)", f"{_n(em.get('intensity_g_per_kwh'), 1)} &mdash; {html.escape(str(em.get('location_name', em.get('location'))))}, "
+        ["duration (s)", html_number(wl.get("duration_s"), 1)],
+        ["accuracy", html_number(wl.get("accuracy"), 4)],
+        ["images/s", html_number(wl.get("images_per_s"), 1)],
+        [f"energy of the workload phase, {html.escape(str(em.get('energy_from', ref)))} (J)", html_number(wl.get("energy_j"), 1)],
+        ["accuracy per kWh", html_number(wl.get("accuracy_per_kwh"), 1)],
+        ["grid intensity (g CO2e/kWh)", f"{html_number(em.get('intensity_g_per_kwh'), 1)} &mdash; {html.escape(str(em.get('location_name', em.get('location'))))}, "
                                          f"{html.escape(str(em.get('source')))} {html.escape(str(em.get('year') or ''))}"],
-        ["PUE", _n(em.get("pue"), 2)],
-        ["CO2 (g)", _n(em.get("co2_g"), 3)],
+        ["PUE", html_number(em.get("pue"), 2)],
+        ["CO2 (g)", html_number(em.get("co2_g"), 3)],
     ]))
     if em.get("by_location"):
         parts.append("<h3>The same energy on other grids</h3>")
-        parts.append(_table(["location", "g CO2e/kWh", "year", "CO2 (g)"],
-                            [[html.escape(str(r["location_name"])), _n(r["intensity_g_per_kwh"], 1), html.escape(str(r["year"] or "")),
-                              _n(r["co2_g"], 3)] for r in em["by_location"]]))
+        parts.append(html_table(["location", "g CO2e/kWh", "year", "CO2 (g)"],
+                            [[html.escape(str(r["location_name"])), html_number(r["intensity_g_per_kwh"], 1), html.escape(str(r["year"] or "")),
+                              html_number(r["co2_g"], 3)] for r in em["by_location"]]))
     parts.append(f"<p class=muted>Session folder: {html.escape(str(data.path))}; generated by calibrate "
                  f"{html.escape(str((manifest.get('versions') or {}).get('calibrate')))}.</p>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-# --------------------------------------------------------------------------- Markdown
+# --------------------------------------------------------------------------- Markdown and text
 def agreement_markdown(result: dict[str, Any]) -> str:
     """Agreement statistics of ``calibrate agree`` as a Markdown table."""
     ba, reg, ccc = result.get("bland_altman", {}), result.get("regression", {}), result.get("ccc", {})
 
     def f(v: Any, d: int = 4) -> str:
-        return "-" if v is None else f"{v:.{d}g}" if isinstance(v, float) else str(v)
+        return fmt_number(v, d, style="g", grouping=False) if v is None or isinstance(v, float) else str(v)
 
     def ci(c: Any) -> str:
         return "-" if not c else f"[{f(c[0])}, {f(c[1])}]"
@@ -222,14 +278,19 @@ def agreement_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _meter_rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """(channel id, its ``meters`` entry, fault count) per channel, in the summary's order."""
+    return [(cid, m, sum((m.get("errors") or {}).values())) for cid, m in summary.get("meters", {}).items()]
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A terminal-friendly Markdown summary of a session."""
     lines = [f"# {summary['session']}", "", f"status: {summary['status']}, reference: {summary['reference']}", "",
              "| channel | source | energy (J) | mean power (W) | samples | faults |", "|---|---|---|---|---|---|"]
-    for cid, m in summary["meters"].items():
-        e, p = m.get("energy_j"), m.get("mean_power_w")
-        lines.append(f"| {cid} | {m.get('source')} | {'-' if e is None else f'{e:.1f}'} | "
-                     f"{'-' if p is None else f'{p:.2f}'} | {m.get('samples')} | {sum((m.get('errors') or {}).values())} |")
+    for cid, m, faults in _meter_rows(summary):
+        e = fmt_number(m.get("energy_j"), 1, grouping=False)
+        p = fmt_number(m.get("mean_power_w"), 2, grouping=False)
+        lines.append(f"| {cid} | {m.get('source')} | {e} | {p} | {m.get('samples')} | {faults} |")
     for a in summary.get("agreement", []):
         ba = a.get("bland_altman") or {}
         if ba.get("bias") is not None:
@@ -238,3 +299,53 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         else:
             lines.append(f"\n{a['candidate']}: not compared ({a.get('error', 'no windows')})")
     return "\n".join(lines) + "\n"
+
+
+def summary_text(summary: dict[str, Any], path: str | Path) -> str:
+    """The short plain-text table ``calibrate run``/``demo``/``report`` end with: meters,
+    agreement with the reference, workload, CO2, warnings and the session ``path``.
+
+    Lines joined by newlines, no trailing newline: ``print(summary_text(...))`` prints it.
+    """
+    fmt = fmt_number
+    ref = summary.get("reference")
+    rows = [("channel", "source", "energy", "mean power", "samples", "faults")]
+    for cid, m, faults in _meter_rows(summary):
+        tag = " (reference)" if cid == ref else ""
+        rows.append((cid + tag, m.get("source", ""), fmt(m.get("energy_j"), 1, " J"),
+                     fmt(m.get("mean_power_w"), 1, " W"), str(m.get("samples", 0)), str(faults)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out: list[str] = []
+    for i, r in enumerate(rows):
+        out.append("  " + "  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if i == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    agreement = summary.get("agreement") or []
+    if agreement:
+        out.append("")
+        out.append(f"  agreement with {ref} (candidate - reference, over {agreement[0].get('window_s', 0):.0f} s windows):")
+        for a in agreement:
+            ba, reg = a.get("bland_altman", {}), a.get("regression", {})
+            if ba.get("bias") is None:
+                out.append(f"    {a['candidate']}: not compared: {a.get('error', 'no common windows')} "
+                           "(record longer, or pass a shorter --window)")
+                continue
+            cal = a.get("calibration", {})
+            out.append(f"    {a['candidate']}: lag {fmt(a.get('lag_s'), 2, ' s')}, n={a.get('n_windows')}, "
+                       f"bias {fmt(ba.get('bias'), 1, ' W')} [LoA {fmt(ba.get('loa_low'), 1)}, {fmt(ba.get('loa_high'), 1, ' W')}], "
+                       f"CCC {fmt((a.get('ccc') or {}).get('value'), 3)}; "
+                       + (f"wall = {fmt(cal.get('intercept'), 1, ' W')} + {fmt(cal.get('slope'), 3)} x {a['candidate']}"
+                          if cal and cal.get("slope") is not None else
+                          f"wall = {fmt(cal.get('intercept'), 1, ' W')} + {a['candidate']} (constant: no gain)" if cal
+                          else f"slope {fmt(reg.get('slope'), 3)}"))
+    w = summary.get("workload") or {}
+    if w.get("accuracy") is not None:
+        out.append(f"\n  workload {w.get('name')}: accuracy {w['accuracy']:.3f}"
+                   + (f", {w['images_per_s']:.1f} images/s" if w.get("images_per_s") else ""))
+    em = summary.get("emissions") or {}
+    if em.get("co2_g") is not None:
+        out.append(f"  CO2: {em['co2_g']:.2f} g at {em['intensity_g_per_kwh']:.0f} g/kWh ({em.get('location')}, {em.get('source')})")
+    for warning in summary.get("warnings", []):
+        out.append(f"  warning: {warning}")
+    out.append(f"\nsession: {path}")
+    return "\n".join(out)

@@ -15,14 +15,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from analysis.align import GAP_FACTOR, _as_1d, _bin_integrals, _pair, find_gaps
-from drivers.base import MeterConfigError
+from analysis.sampling import GAP_FACTOR, as_1d, bin_integrals, find_gaps, paired_trace
 
 __all__ = [
     "choose_window_s",
     "common_coverage",
     "common_windows",
     "dynamic_energies",
+    "free_spans",
     "mean_power_w",
     "phase_energies",
     "window_energies",
@@ -47,7 +47,7 @@ def choose_window_s(
     """
     if override_s is not None:
         if not (math.isfinite(override_s) and override_s > 0):
-            raise MeterConfigError(
+            raise ValueError(
                 f"window override must be a positive number of seconds, got {override_s!r}"
             )
         return float(override_s)
@@ -55,7 +55,7 @@ def choose_window_s(
     wv = [float(x) for x in windows_s if x is not None]
     for name, vals in (("update interval", iv), ("averaging window", wv)):
         if any(not (math.isfinite(v) and v >= 0) for v in vals):
-            raise MeterConfigError(f"every meter {name} must be a finite number >= 0 s; got {vals}")
+            raise ValueError(f"every meter {name} must be a finite number >= 0 s; got {vals}")
     out = max(
         interval_factor * max(iv, default=0.0),
         window_factor * max(wv, default=0.0),
@@ -71,14 +71,14 @@ def common_coverage(
     end and the union of all traces' gaps (shape (k, 2), merged, sorted)."""
     starts, ends, gaps = [], [], []
     for t in traces_t_s:
-        ta = _as_1d(t, "t_s")
+        ta = as_1d(t, "t_s")
         if ta.size == 0:
-            raise MeterConfigError("a meter trace is empty; it has no coverage to compare")
+            raise ValueError("a meter trace is empty; it has no coverage to compare")
         starts.append(float(ta[0]))
         ends.append(float(ta[-1]))
         gaps.append(find_gaps(ta, gap_factor))
     if not starts:
-        raise MeterConfigError("common_coverage needs at least one trace")
+        raise ValueError("common_coverage needs at least one trace")
     all_gaps = np.concatenate(gaps) if gaps else np.empty((0, 2))
     return max(starts), min(ends), _merge(all_gaps)
 
@@ -114,29 +114,18 @@ def common_windows(
     left-over shorter than ``window_s`` is dropped.  Returns shape (N, 2).
     """
     if not (math.isfinite(window_s) and window_s > 0):
-        raise MeterConfigError(f"window_s must be a positive number of seconds, got {window_s!r}")
+        raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
     if not (math.isfinite(start_s) and math.isfinite(end_s)):
-        raise MeterConfigError("common_windows needs finite start_s and end_s")
+        raise ValueError("common_windows needs finite start_s and end_s")
     if trim_s < 0:
-        raise MeterConfigError("trim_s must be >= 0 s")
+        raise ValueError("trim_s must be >= 0 s")
     cut = [(float(a), float(b)) for a, b in exclude]
     cut += [(float(b), float(b) + trim_s) for b in boundaries_s if trim_s > 0]
     if any(b < a for a, b in cut):
-        raise MeterConfigError(
+        raise ValueError(
             "an excluded span ends before it starts; give spans as (t0, t1) with t0 <= t1"
         )
-    removed = _merge(np.asarray(cut, dtype=float).reshape(-1, 2))
-    spans, cur = [], float(start_s)
-    for a, b in removed:
-        if b <= cur:
-            continue
-        if a >= end_s:
-            break
-        if a > cur:
-            spans.append((cur, a))
-        cur = max(cur, b)
-    if cur < end_s:
-        spans.append((cur, float(end_s)))
+    spans = free_spans(start_s, end_s, cut)
     out = []
     for a, b in spans:
         n = int(math.floor((b - a) / window_s + 1e-9))
@@ -146,19 +135,38 @@ def common_windows(
     return np.concatenate(out) if out else np.empty((0, 2))
 
 
+def free_spans(start_s: float, end_s: float, exclude: Iterable[tuple[float, float]] = ()
+               ) -> list[tuple[float, float]]:
+    """The parts ``(a, b)`` (s) of ``[start_s, end_s]`` outside every excluded span, in
+    order; spans of no length are left out."""
+    removed = _merge(np.asarray(list(exclude), dtype=float).reshape(-1, 2))
+    spans, cur = [], float(start_s)
+    for a, b in removed:
+        if b <= cur:
+            continue
+        if a >= end_s:
+            break
+        if a > cur:
+            spans.append((cur, float(min(a, end_s))))
+        cur = max(cur, float(b))
+    if cur < end_s:
+        spans.append((cur, float(end_s)))
+    return [(a, b) for a, b in spans if b - a > 0]
+
+
 def _as_windows(bounds_s: np.ndarray) -> np.ndarray:
     b = np.asarray(bounds_s, dtype=float)
     if b.ndim == 1:
         if b.size < 2:
             return np.empty((0, 2))
         if np.any(np.diff(b) < 0):
-            raise MeterConfigError("window edges must be non-decreasing")
+            raise ValueError("window edges must be non-decreasing")
         return np.column_stack([b[:-1], b[1:]])
     if b.ndim == 2 and b.shape[1] == 2:
         if np.any(b[:, 1] < b[:, 0]):
-            raise MeterConfigError("a window ends before it starts; give windows as (t0, t1)")
+            raise ValueError("a window ends before it starts; give windows as (t0, t1)")
         return b
-    raise MeterConfigError("windows must be N+1 edges or an (N, 2) array of (t0, t1) in s")
+    raise ValueError("windows must be N+1 edges or an (N, 2) array of (t0, t1) in s")
 
 
 def _touches(win: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -201,10 +209,10 @@ def window_energies(
     if win.shape[0] == 0:
         return out
     if energy_j is None and power_w is None:
-        raise MeterConfigError("window_energies needs energy_j or power_w for the meter")
+        raise ValueError("window_energies needs energy_j or power_w for the meter")
     e_out = None
     if energy_j is not None:
-        t, e = _pair(t_s, energy_j, "t_s", "energy_j")
+        t, e = paired_trace(t_s, energy_j, "t_s", "energy_j")
         ok = np.isfinite(e)
         t, e = t[ok], e[ok]
         if t.size >= 2:
@@ -220,13 +228,13 @@ def window_energies(
             typical = np.nanmedian(e_out) if np.any(np.isfinite(e_out)) else 0.0
             if energy_resolution_j <= max_quantisation * abs(typical):
                 return e_out
-    t, p = _pair(t_s, power_w, "t_s", "power_w")
+    t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     if power_window_s:
         t = t - 0.5 * float(power_window_s)
-    f, c = _bin_integrals(t, p, win[:, 0], win[:, 1], gap_factor)
+    f, c = bin_integrals(t, p, win[:, 0], win[:, 1], gap_factor)
     width = win[:, 1] - win[:, 0]
     if not 0.0 < min_coverage <= 1.0:
-        raise MeterConfigError("min_coverage must be in (0, 1]")
+        raise ValueError("min_coverage must be in (0, 1]")
     full = c >= width * (1.0 - 1e-9) - 1e-12
     out[full] = f[full]
     part = ~full & (c >= min_coverage * width) & (c > 0)
@@ -289,7 +297,7 @@ def dynamic_energies(
     """Idle-subtracted (dynamic) energy (J) per phase: ``E - idle_power_w x duration``,
     durations summed over repeated names."""
     if not math.isfinite(idle_power_w):
-        raise MeterConfigError(
+        raise ValueError(
             "idle power is not a finite number of W; record an idle baseline first"
         )
     dur: dict[str, float] = {}

@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from analysis.align import estimate_drift, estimate_lag, power_series, resample
+from analysis.align import estimate_drift, estimate_lag
+from analysis.sampling import power_series, resample
 from analysis.windows import common_windows, window_energies
 
 

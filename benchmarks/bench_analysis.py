@@ -85,19 +85,24 @@ def main() -> None:
     print(f"synthesised {args.hours:g} h x 4 meters at {args.rate:g} Hz in {time.perf_counter() - t0:.1f} s ({folder})")
 
     from analysis.load import load_session
+    from analysis.pipeline import analyse
     from analysis.report import render_html, summary_markdown
-    from analysis.summary import _json_safe, summarize
+    from analysis.session_format import json_safe
+    from analysis.summary import summarize
 
     stages = {}
     t = time.perf_counter()
     data = load_session(folder)
     stages["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    summary = _json_safe(summarize(data))
-    stages["align + windows + statistics"] = time.perf_counter() - t
+    result = analyse(data)
+    stages["series + lags + windows + pairs"] = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = json_safe(summarize(data, result=result))
+    stages["statistics + summary"] = time.perf_counter() - t
     t = time.perf_counter()
     (folder / "summary.json").write_text(json.dumps(summary))
-    (folder / "report.html").write_text(render_html(data, summary))
+    (folder / "report.html").write_text(render_html(data, summary, result))
     (folder / "summary.md").write_text(summary_markdown(summary))
     stages["report (figures, html, json)"] = time.perf_counter() - t
     total = sum(stages.values())

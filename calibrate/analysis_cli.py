@@ -24,7 +24,7 @@ def _load(path: str) -> Any:
 
 
 def _components(expr: str) -> list[str]:
-    from analysis.summary import split_candidate
+    from analysis.pairing import split_candidate
 
     try:
         return split_candidate(expr)
@@ -33,7 +33,7 @@ def _components(expr: str) -> list[str]:
 
 
 def _session_table(path: str, reference: str | None, comps: list[str], window: float | None) -> Any:
-    from analysis.summary import window_table
+    from analysis.pipeline import window_table
 
     data = _load(path)
     try:
@@ -86,7 +86,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from analysis.calibration import CalibrationModel, correct_energy
-    from analysis.summary import window_table
+    from analysis.pipeline import window_table
 
     try:
         model = CalibrationModel.load(args.model)
@@ -124,7 +124,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- characterize
 def cmd_characterize(args: argparse.Namespace) -> int:
     from analysis.characterize import characterize
-    from analysis.summary import series_of
+    from analysis.series import series_of
 
     data = _load(args.session)
     edges = sorted({t for name, a, b in data.phases() if name not in ("workload", "baseline-before", "baseline-after")

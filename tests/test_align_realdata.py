@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.align import align, estimate_drift, estimate_lag, resample
+from analysis.align import align, estimate_drift, estimate_lag
+from analysis.sampling import resample
 from tests.conftest import SHARED
 
 DATA = SHARED / "realdata"

@@ -17,7 +17,8 @@ import pytest
 
 from analysis.calibration import CalibrationModel, correct_energy, fit_calibration
 from analysis.load import load_session
-from analysis.summary import summarize, window_table
+from analysis.pipeline import window_table
+from analysis.summary import summarize
 
 START_NS = 5 * 10**12
 DURATION_S = 240.0

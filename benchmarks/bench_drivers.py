@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.sim import make_simulator  # noqa: E402
-from drivers.uri import make_meter  # noqa: E402
+from drivers.registry import make_meter  # noqa: E402
+from drivers.sim.registry import make_simulator  # noqa: E402
 
 
 class CountingPort:
@@ -70,11 +70,11 @@ def bench_wt310(seconds: float) -> None:
         m = make_meter(uri + f"&interval=0.1&vrange=300&irange=1&wait={wait}")
         try:
             m.open()
-            m.ser = CountingPort(m.ser)
+            port = m.line.port = CountingPort(m.line.port)  # under the driver's LineTransport
             m.read()
-            m.ser.tx = m.ser.rx = 0
+            port.tx = port.rx = 0
             n, wall, cpu = poll(m, seconds)
-            per_poll = (m.ser.tx + m.ser.rx) / (n + 1)
+            per_poll = (port.tx + port.rx) / (n + 1)
             wire = per_poll * 10 / m.baudrate
             row(f"wt310 pty {baud} wait={wait}", n, wall, cpu, wire, per_poll * 10 / 115200,
                 f"{per_poll:.0f} B/poll" + (", 1 poll per 0.1 s update" if wait else ""))

@@ -57,7 +57,7 @@ def _proc_stat_poller(stop: threading.Event, period: float, counts: dict[str, in
 
 
 def _meter_poller(stop: threading.Event, period: float, counts: dict[str, int]) -> None:
-    from drivers.uri import make_meter
+    from drivers.registry import make_meter
 
     meter = make_meter("cpu-model?idle=10&max=50")
     meter.open()

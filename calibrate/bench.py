@@ -170,14 +170,14 @@ def meter_notes(meters: Sequence[Meter]) -> list[str]:
     for m in meters:
         out.extend(dict.fromkeys(m.notes))
         for ch in m.channels:
-            if ch.source != "measured" and not any("MODELLED" in n for n in m.notes):
+            if ch.source != "measured" and not m.notes_explain_modelled:
                 out.append(f"{ch.id} is MODELLED, not measured ({m.kind})")
     return out
 
 
 def build_meters(uris: Sequence[str]) -> list[Meter]:
     """Build (not open) the meters the URIs name; on a bad one release those already built."""
-    from drivers.uri import make_meter
+    from drivers.registry import make_meter
 
     meters: list[Meter] = []
     try:

@@ -177,13 +177,13 @@ def cmd_meters(args: argparse.Namespace) -> int:
 
 
 def _simulator_kinds() -> list[str]:
-    from drivers.sim import SIMULATORS
+    from drivers.sim.registry import SIMULATORS
 
     return sorted(SIMULATORS)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from drivers.sim import make_simulator
+    from drivers.sim.registry import make_simulator
 
     opts: dict[str, Any] = {}
     if args.signal:

@@ -19,7 +19,7 @@ DEMO_SECONDS = 90.0
 
 def rapl_readable() -> bool:
     try:
-        from drivers.uri import make_meter
+        from drivers.registry import make_meter
 
         m = make_meter("rapl")
         m.open()

@@ -137,7 +137,7 @@ class Recorder:
     def stop(self) -> None:
         self._stop.set()
         for m in self.meters:
-            m.stopping = True  # push meters end a blocking read within a fraction of a second
+            m.request_stop()  # push meters end a blocking read within a fraction of a second
         joined = 0
         while joined < len(self._threads):  # a meter moved out of the shared thread adds one
             self._threads[joined].join(timeout=10)

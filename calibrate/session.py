@@ -37,7 +37,7 @@ from analysis.session_format import EVENTS_FILE, FORMAT, MANIFEST_FILE, EventWri
 from calibrate.clock import ClockAnchor, take_anchor
 from calibrate.recorder import Recorder
 from drivers.base import Meter
-from drivers.uri import make_meter
+from drivers.registry import make_meter
 
 VERSIONED = ("calibrate", "numpy", "scipy", "pandas", "matplotlib", "pyserial", "pymodbus",
              "nvidia-ml-py", "torch", "torchvision", "codecarbon")

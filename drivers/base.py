@@ -28,7 +28,7 @@ Errors a driver raises:
 
 from __future__ import annotations
 
-import math
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -107,7 +107,11 @@ class Reading:
 
     ``t_ns``/``rtt_ns`` are set only by push meters that know when their value was
     produced; otherwise the recorder stamps the midpoint of the ``read()`` call.
-    ``flags`` marks channels whose values are present but suspect (channel -> code).
+    ``flags`` marks channels whose values are present but suspect: channel -> text, the
+    text being either one code for the whole channel (``"field-error"``) or
+    ``";"``-separated ``quantity:code`` notes for single quantities
+    (``"freq_hz:nan;pf:range"``), the way the session format stores flags.  Neither
+    codes nor quantity names contain ``";"`` or ``":"``.
     """
 
     values: dict[str, dict[str, float]]
@@ -142,11 +146,25 @@ class Meter(ABC):
         if not (self.interval_s > 0):
             raise MeterConfigError(f"{self.name}: interval must be > 0 s, got {interval_s!r}")
         self.channels: list[Channel] = []
-        #: set by the recorder when the session stops: a driver blocked waiting for a push
-        #: meter's next value checks it and gives up (MeterReadError code "timeout")
-        self.stopping = False
+        self._stop = threading.Event()
         #: things the user should know (assumed defaults, modelled values); the CLI prints them
         self.notes: list[str] = []
+        #: the parts (GPUs, components) this meter dropped on open, one line each saying
+        #: which and why; the human wording is also in ``notes``
+        self.skipped: list[str] = []
+        #: True once ``notes`` say which of this meter's channels are modelled and how, so
+        #: the CLI does not add its generic "<channel> is MODELLED, not measured" line
+        self.notes_explain_modelled = False
+
+    def request_stop(self) -> None:
+        """The session is stopping: a ``read()`` blocked on a push meter's next value gives
+        up soon (MeterReadError code "timeout").  Safe from any thread; cannot be undone."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called (drivers check it while they wait)."""
+        return self._stop.is_set()
 
     @abstractmethod
     def open(self) -> list[Channel]:
@@ -209,17 +227,3 @@ class CounterUnwrapper:
             self._wraps += 1
         self._last = raw
         return raw + self._wraps * (self.max_value or 0.0) - self._first
-
-
-def finite_or_error(value: float, what: str, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """Return ``value`` if finite and in [lo, hi], else raise MeterReadError (nan/range)."""
-    if value is None or not math.isfinite(value):
-        raise MeterReadError(f"{what}: no data ({value!r})", code="nan")
-    if not (lo <= value <= hi):
-        raise MeterReadError(f"{what}: {value!r} outside [{lo}, {hi}]", code="range")
-    return value
-
-
-def safe_name(channel_id: str) -> str:
-    """A file name for a channel id: characters outside [A-Za-z0-9._-] become ``_``."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in channel_id)

@@ -173,6 +173,7 @@ class CodeCarbonMeter(Meter):
                                    f"({type(exc).__name__}: {exc})") from None
         self.sources = component_sources(list(getattr(self.tracker, "_hardware", []) or []))
         self.notes = list(self._base_notes)
+        self.notes_explain_modelled = False
         self.notes.append(f"{self.name}: CodeCarbon {self.version or ''} steps every "
                           f"{self.measure_power_secs:g} s (its default is 15 s); country {self.country} "
                           "only affects CodeCarbon's own CO2, not the energy recorded")
@@ -194,6 +195,7 @@ class CodeCarbonMeter(Meter):
                 continue
             if src == "modelled" and comp != "total":
                 self.notes.append(f"{self.name}.{comp}: MODELLED by CodeCarbon ({how})")
+                self.notes_explain_modelled = True
             self.channels.append(Channel(
                 id=f"{self.name}.{comp}", scope="system" if comp == "total" else comp,
                 source=src, quantities=("energy_j", "power_w"),
@@ -204,13 +206,22 @@ class CodeCarbonMeter(Meter):
             ))
         return self.channels
 
+    def request_stop(self) -> None:
+        """Also wakes a ``read()`` waiting for CodeCarbon's next step (it then times out)."""
+        super().request_stop()
+        with self._cond:
+            self._cond.notify_all()
+
     def read(self) -> Reading:
         if self.tracker is None:
             raise MeterReadError(f"{self.name}: not open", code="exception")
         timeout = self.read_timeout_s
         with self._cond:
-            if not self._cond.wait_for(lambda: self._snap is not None and self._snap[0] > self._seq_read,
-                                       timeout=timeout):
+            def fresh() -> bool:
+                return self._snap is not None and self._snap[0] > self._seq_read
+
+            self._cond.wait_for(lambda: fresh() or self.stop_requested, timeout=timeout)
+            if not fresh():
                 raise MeterReadError(f"{self.name}: no CodeCarbon step within {timeout:g} s",
                                      code="timeout")
             assert self._snap is not None

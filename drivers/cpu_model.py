@@ -81,6 +81,7 @@ def fit_idle_max(util: Sequence[float], watts: Sequence[float]) -> tuple[float, 
     ``util`` in 0..1; needs at least two distinct utilisation values.
     """
     import numpy as np
+    from scipy.stats import linregress
 
     u = np.asarray(util, dtype=float)
     w = np.asarray(watts, dtype=float)
@@ -90,8 +91,8 @@ def fit_idle_max(util: Sequence[float], watts: Sequence[float]) -> tuple[float, 
     u, w = u[ok], w[ok]
     if u.size < 2 or np.ptp(u) <= 0:
         raise ValueError("fitting idle/max needs at least two different utilisation values")
-    slope, intercept = np.polyfit(u, w, 1)
-    return float(intercept), float(intercept + slope)
+    fit = linregress(u, w)
+    return float(fit.intercept), float(fit.intercept + fit.slope)
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, int]:
@@ -191,6 +192,7 @@ class CpuModelMeter(Meter):
             f"{self.name}: MODELLED, not measured: P = {self.idle_w:.1f} W + "
             f"({self.max_w:.1f} - {self.idle_w:.1f}) W x CPU utilisation"
         )
+        self.notes_explain_modelled = True
         for key, why in self.assumed.items():
             self.notes.append(f"{self.name}: {key.replace('_w', '')} assumed: {why}; "
                               f"pass cpu-model?idle=W&max=W (measured or fitted) to override")

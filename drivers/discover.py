@@ -82,9 +82,8 @@ def nvml_entries(nvml: Any = None) -> list[dict[str, Any]]:
                 f"nvml:{i['index']}", True,
                 f"{i.get('name')} ({i.get('architecture')}), {energy}"
                 + (f", limit {limit:g} W" if limit else "") + f", driver {i.get('driver_version')}"))
-        for note in meter.notes:
-            if "SKIPPED" in note:
-                out.append(_entry("nvml", False, note, "this GPU exposes no power sensor to NVML"))
+        for part in meter.skipped:
+            out.append(_entry("nvml", False, f"{part} -- SKIPPED", "this GPU exposes no power sensor to NVML"))
         return out
     finally:
         meter.close()

@@ -75,16 +75,6 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
                    10: "gateway path unavailable", 11: "gateway target failed to respond"}
 
 
-def crc16(data: bytes) -> int:
-    """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF); append little-endian."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
 @dataclass(frozen=True)
 class Quantity:
     name: str
@@ -365,6 +355,8 @@ class ModbusMeter(Meter):
         return regs
 
     def _classify_silence(self, start: int, count: int) -> MeterReadError:
+        from pymodbus.framer import FramerRTU
+
         rx, self._rx = self._rx, b""
         if not rx:
             return MeterReadError(f"{self.target}: no reply within {self.timeout_s:g} s", code="timeout")
@@ -373,7 +365,8 @@ class ModbusMeter(Meter):
             for i in range(len(rx) - want + 1):
                 frame = rx[i:i + want]
                 if frame[0] == self.unit and frame[1] == self.profile.function and frame[2] == 2 * count:
-                    if int.from_bytes(frame[-2:], "little") != crc16(frame[:-2]):
+                    # pymodbus's RTU CRC-16 (it reads the two CRC bytes as a big-endian int)
+                    if not FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big")):
                         return MeterReadError(f"{self.target}: reply with a bad CRC ({frame.hex()})", code="crc")
         return MeterReadError(f"{self.target}: {len(rx)} bytes that are no Modbus reply ({rx[:16].hex()})",
                               code="garbage")

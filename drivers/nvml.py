@@ -17,8 +17,9 @@ note is printed -- never a silent 0 (CodeCarbon #1316).  A GPU with neither is r
 
 ``NVMLError_GpuIsLost`` (and GpuNotFound / ResetRequired) during a poll is
 :class:`MeterDisconnected` (the recorder records the fault and reopens); no library or
-driver is a :class:`MeterConfigError`.  ``nvml?fake=a100,v100`` reads the simulated GPUs
-of :mod:`drivers.fakes.nvml` instead (tests and ``calibrate demo`` only).
+driver is a :class:`MeterConfigError`.  The library is injected (``NvmlMeter(nvml=...)``,
+default the real ``pynvml``); ``nvml?fake=a100,v100`` is the registry's way of injecting
+the simulated GPUs of :mod:`drivers.fakes.nvml` (tests and ``calibrate demo`` only).
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class NvmlMeter(Meter):
             raise MeterConfigError(f"{self.name}: no GPU {bad[0]}; NVML sees {count} (0..{count - 1})")
         self.driver_version = _text(self._optional("nvmlSystemGetDriverVersion"))
         self.notes = list(self._base_notes)
+        self.skipped = []
         self.channels = []
         for i in wanted:
             h = self._call("nvmlDeviceGetHandleByIndex", i)
@@ -198,6 +200,7 @@ class NvmlMeter(Meter):
                 if self.indices is not None:
                     raise MeterConfigError(f"{self.name}: {msg}; drop it from nvml:{i}")
                 self.notes.append(f"{msg} -- SKIPPED")
+                self.skipped.append(msg)
                 continue
             gpu = Gpu(i, h, chan, has_energy, has_power, fields)
             self.gpus.append(gpu)
@@ -283,25 +286,12 @@ class NvmlMeter(Meter):
                 "gpus": {c.id: {k: c.info.get(k) for k in ("name", "uuid", "energy")} for c in self.channels}}
 
 
-def from_uri(uri: Any) -> NvmlMeter:
-    """``nvml[:I[,J]]?fake=SPEC`` -> NvmlMeter (``fake``: simulated GPUs, tests/demo only)."""
+def from_uri(uri: Any, nvml: Any = None) -> NvmlMeter:
+    """``nvml[:I[,J]]`` -> NvmlMeter; ``nvml``: the library to use (default pynvml)."""
     indices = None
     if uri.target:
         try:
             indices = [int(x) for x in uri.target.split(",")]
         except ValueError:
             raise MeterConfigError(f"{uri.raw}: nvml:N takes GPU indices (nvml:0 or nvml:0,1)") from None
-    fake = uri.take("fake", None)
-    signal = uri.take("signal", None)
-    if signal is not None and fake is None:
-        raise MeterConfigError(f"{uri.raw}: signal= only applies to simulated GPUs (fake=)")
-    module = None
-    if fake is not None:
-        from drivers.fakes.nvml import from_spec
-        from drivers.sim.signals import make_signal
-
-        module = from_spec(fake, power=make_signal(signal or "host"))
-    meter = NvmlMeter(indices=indices, name=uri.name, interval_s=uri.interval_s, nvml=module)
-    if fake is not None:
-        meter.notes.append(f"{meter.name}: SIMULATED GPUs ({fake}), not real hardware")
-    return meter
+    return NvmlMeter(indices=indices, name=uri.name, interval_s=uri.interval_s, nvml=nvml)

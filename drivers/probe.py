@@ -10,7 +10,6 @@ registers at the profile's defaults).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 #: (VID, PID) -> hint; VID alone (PID None) for a vendor
@@ -48,45 +47,31 @@ def list_serial_ports() -> list[dict[str, Any]]:
     return out
 
 
-def _read_until(ser: Any, stop: bytes, timeout_s: float) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        chunk = ser.read(max(1, ser.in_waiting or 1))
-        if chunk:
-            buf += chunk
-            if stop in buf:
-                break
-    return buf
-
-
 def _probe_wattsup(port: str, timeout_s: float) -> str | None:
-    from drivers.transport import open_serial
+    from drivers.transport import LineTransport
 
-    ser = open_serial(port, baudrate=115200, timeout=0.05)
+    line = LineTransport.open(port, baudrate=115200, timeout=0.05)
     try:
-        ser.reset_input_buffer()
-        ser.write(b"#V,R,0;")
-        buf = _read_until(ser, b";", timeout_s)
+        line.flush_input()
+        line.write(b"#V,R,0;")
+        buf, _ = line.read_until(b";", timeout_s)
         start = buf.find(b"#v")
-        if start >= 0 and b";" in buf[start:]:
-            return buf[start:buf.index(b";", start) + 1].decode("ascii", "replace")
-        return None
+        return buf[start:].decode("ascii", "replace") if start >= 0 else None
     finally:
-        ser.close()
+        line.close()
 
 
 def _probe_scpi(port: str, timeout_s: float) -> str | None:
-    from drivers.transport import open_serial
+    from drivers.transport import LineTransport
 
-    ser = open_serial(port, baudrate=9600, timeout=0.05)
+    line = LineTransport.open(port, baudrate=9600, timeout=0.05)
     try:
-        ser.reset_input_buffer()
-        ser.write(b"*IDN?\n")
-        line = _read_until(ser, b"\n", timeout_s).decode("ascii", "replace").strip()
-        return line if line.count(",") >= 2 else None
+        line.flush_input()
+        line.write(b"*IDN?\n")
+        text = line.read_until(b"\n", timeout_s)[0].decode("ascii", "replace").strip()
+        return text if text.count(",") >= 2 else None
     finally:
-        ser.close()
+        line.close()
 
 
 def _probe_modbus(port: str, profile_name: str, timeout_s: float) -> str | None:

@@ -1,5 +1,10 @@
 """Transports injected into drivers: serial ports (and ``socket://`` / ``loop://`` URLs).
 
+:class:`LineTransport` is the one line reader of the serial drivers (Watts Up?, WT310,
+the port probe): write, read up to a terminator within an overall deadline into a bounded
+buffer, and the single place where a vanished port (pyserial, OS, termios or socket
+errors) becomes :class:`MeterDisconnected`.
+
 Opening goes through ``serial.serial_for_url`` so a device path, a pty, ``socket://HOST:PORT``
 (a serial-over-TCP gateway or an instrument's raw socket) and ``loop://`` all work.
 Failures to open become one-line :class:`MeterConfigError` messages that name the fix.
@@ -9,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from typing import Any
 
-from drivers.base import MeterConfigError
+from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
 
 PARITIES = ("N", "E", "O", "M", "S")  # none, even, odd, mark, space
 
@@ -50,3 +56,135 @@ def open_serial(port: str, baudrate: int = 9600, parity: str = "N", stopbits: fl
         raise MeterConfigError(f"cannot open {port}: {text}") from None
     except ValueError as exc:
         raise MeterConfigError(f"cannot open {port}: {exc}") from None
+
+
+#: longest line (bytes, terminator included) a :class:`LineTransport` buffers; anything
+#: longer is line noise, reported as ``garbage`` and dropped (the buffer never grows past it)
+MAX_LINE = 4096
+
+
+def _port_errors() -> tuple[type[BaseException], ...]:
+    """Every exception that means "the port is gone" on a pyserial object.
+
+    ``SerialException`` (pyserial's own, including a socket:// EOF, "device reports readiness
+    to read but returned no data" on a pty whose other end closed, and PortNotOpenError);
+    ``OSError`` (EIO from read/ioctl, ECONNRESET/EPIPE on sockets); ``termios.error`` (tcflush
+    on a vanished tty, which is *not* an OSError); ``EOFError``; and ``TypeError`` /
+    ``AttributeError``, which pyserial raises when the port is closed under a blocked call
+    (its fd or socket is already None).
+    """
+    import serial
+
+    errors: list[type[BaseException]] = [serial.SerialException, OSError, EOFError, TypeError,
+                                          AttributeError]
+    try:
+        import termios
+
+        errors.append(termios.error)
+    except ImportError:  # not POSIX
+        pass
+    return tuple(errors)
+
+
+class LineTransport:
+    """A byte stream (a pyserial object: device, pty, ``socket://``, ``loop://``) read as lines.
+
+    The one place where port errors become :class:`MeterDisconnected`: every call on the
+    port goes through :meth:`_call`.  Drivers hold one of these, not the pyserial object,
+    and keep only their protocol.  ``label`` (the port name) starts every error message.
+    """
+
+    def __init__(self, port: Any, label: str, max_line: int = MAX_LINE) -> None:
+        self.port = port
+        self.label = label
+        self.max_line = max_line
+        self._buf = b""
+        self._scanned = 0  # bytes of _buf already searched for the terminator
+        self._arrival_ns = 0
+        self._errors = _port_errors()
+
+    @classmethod
+    def open(cls, port: str, opener: Any = None, max_line: int = MAX_LINE, **settings: Any) -> LineTransport:
+        """Open ``port`` with ``opener`` (default :func:`open_serial`, same keywords) and wrap it."""
+        return cls((opener or open_serial)(port, **settings), port, max_line)
+
+    def _call(self, fn: str, *args: Any) -> Any:
+        """``self.port.<fn>(*args)``; every port error becomes MeterDisconnected (here only)."""
+        port = self.port
+        if port is None:
+            raise MeterDisconnected(f"{self.label}: not open")
+        try:
+            return getattr(port, fn)(*args)
+        except self._errors as exc:
+            raise MeterDisconnected(f"{self.label}: {exc or type(exc).__name__}") from None
+
+    def _read_chunk(self) -> bytes:
+        """What has arrived (at least one byte, or nothing after the port's read timeout)."""
+        port = self.port
+        if port is None:
+            raise MeterDisconnected(f"{self.label}: not open")
+        try:
+            return port.read(max(1, port.in_waiting or 1))
+        except self._errors as exc:
+            raise MeterDisconnected(f"{self.label}: {exc or type(exc).__name__}") from None
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``; a vanished port raises MeterDisconnected."""
+        self._call("write", data)
+
+    def flush_input(self) -> None:
+        """Drop everything received and not yet read (ours and the OS's input buffer)."""
+        self.discard()
+        self._call("reset_input_buffer")
+
+    def discard(self) -> bytes:
+        """Drop and return what is buffered here (a partial line)."""
+        partial, self._buf, self._scanned = self._buf, b"", 0
+        return partial
+
+    def read_until(self, terminator: bytes, timeout_s: float, stop: Any = None,
+                   keep_partial: bool = False) -> tuple[bytes, int]:
+        """The next line, terminator included, and the ``time.monotonic_ns`` it arrived.
+
+        The arrival time is that of the read that brought the terminator in (or, for a line
+        already buffered, the latest read).  Raises :class:`MeterReadError`: ``timeout`` when
+        no terminator comes within ``timeout_s`` s or ``stop()`` turns true; ``garbage`` for
+        a line longer than ``max_line`` bytes, or (unless ``keep_partial``, which keeps it
+        buffered for a driver that resynchronises on the next line) for a partial line at the
+        deadline.  A vanished port raises :class:`MeterDisconnected`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            end = self._buf.find(terminator, max(0, self._scanned - len(terminator) + 1))
+            if end >= 0:
+                end += len(terminator)
+                line, self._buf, self._scanned = self._buf[:end], self._buf[end:], 0
+                if len(line) > self.max_line:
+                    raise MeterReadError(f"{self.label}: {len(line)} bytes without a terminator "
+                                         f"(more than {self.max_line})", code="garbage")
+                return line, self._arrival_ns
+            self._scanned = len(self._buf)
+            if len(self._buf) > self.max_line:  # a line noise storm with no terminator
+                self.discard()
+                raise MeterReadError(f"{self.label}: more than {self.max_line} bytes without a "
+                                     "terminator", code="garbage")
+            if time.monotonic() > deadline or (stop is not None and stop()):
+                if self._buf and not keep_partial:
+                    partial = self.discard()
+                    raise MeterReadError(f"{self.label}: partial reply {partial[:40]!r} (no terminator "
+                                         f"within {timeout_s:g} s)", code="garbage")
+                raise MeterReadError(f"{self.label}: no reply within {timeout_s:g} s", code="timeout")
+            chunk = self._read_chunk()
+            if chunk:
+                self._arrival_ns = time.monotonic_ns()
+                self._buf += chunk
+
+    def close(self) -> None:
+        """Close the port; safe to call twice.  Errors while closing are ignored."""
+        port, self.port = self.port, None
+        self.discard()
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from drivers.base import Channel, Meter, MeterDisconnected, MeterReadError, Reading
+from drivers.transport import LineTransport
 
 FIELDS = ("W", "V", "A", "WH", "Cost", "WH/Mo", "Cost/Mo", "Wmax", "Vmax", "Amax",
           "Wmin", "Vmin", "Amin", "PF", "DC", "PC", "Hz", "VA")
@@ -89,12 +90,8 @@ class WattsUpMeter(Meter):
             self.notes.append(f"{self.name}: Watts Up? logs in whole seconds; using {self.log_interval} s")
         self.interval_s = float(self.log_interval)
         self.port, self.baudrate, self.parity, self.stopbits = port, baudrate, parity, stopbits
-        if open_port is None:
-            from drivers.transport import open_serial
-            open_port = open_serial
-        self._open_port = open_port
-        self.ser: Any = None
-        self._buf = b""
+        self._open_port = open_port  # None: drivers.transport.open_serial
+        self.line: LineTransport | None = None
         self.identity: str | None = None
 
     @classmethod
@@ -104,19 +101,19 @@ class WattsUpMeter(Meter):
 
     def open(self) -> list[Channel]:
         self.close()
-        self.ser = self._open_port(self.port, baudrate=self.baudrate, parity=self.parity,
-                                   stopbits=self.stopbits, timeout=0.2)
-        self._buf = b""
+        self.line = line = LineTransport.open(self.port, self._open_port, baudrate=self.baudrate,
+                                              parity=self.parity, stopbits=self.stopbits, timeout=0.2)
         try:
-            self.ser.reset_input_buffer()
-            self.ser.write(command("V", "R"))
+            line.flush_input()
+            line.write(command("V", "R"))
             self.identity = self._wait_for("v", 1.0)
-            self.ser.write(start_logging(self.log_interval))
-        except OSError as exc:
-            raise MeterDisconnected(f"{self.port}: {exc}") from None
+            line.write(start_logging(self.log_interval))
+        except MeterDisconnected:
+            self.close()
+            raise
         except MeterReadError:
             self.identity = None  # older firmware may not answer #V; data packets decide
-            self.ser.write(start_logging(self.log_interval))
+            line.write(start_logging(self.log_interval))
         self.channels = [Channel(
             id=self.name, scope="wall", source="measured",
             quantities=("power_w", "energy_j", "voltage_v", "current_a", "pf", "freq_hz", "apparent_va"),
@@ -126,32 +123,26 @@ class WattsUpMeter(Meter):
         )]
         return self.channels
 
-    def _next_packet(self, deadline: float) -> tuple[str, float]:
+    def _next_packet(self, deadline: float) -> tuple[str, int]:
         """Next ``#...;`` packet and the monotonic ns its last byte arrived."""
-        import serial
-
-        while True:
-            end = self._buf.find(b";")
-            if end >= 0:
-                raw, self._buf = self._buf[: end + 1], self._buf[end + 1:]
-                start = raw.rfind(b"#")
-                text = raw[start:] if start >= 0 else raw
-                try:
-                    return text.decode("ascii").strip(), self._arrival_ns
-                except UnicodeDecodeError:
-                    raise MeterReadError(f"non-ASCII bytes {raw[:20]!r}", code="garbage") from None
-            if time.monotonic() > deadline or self.stopping:
-                raise MeterReadError(f"{self.port}: no packet within {self.log_interval * 3} s", code="timeout")
-            try:
-                chunk = self.ser.read(max(1, self.ser.in_waiting or 1))
-            except (serial.SerialException, OSError) as exc:
-                raise MeterDisconnected(f"{self.port}: {exc}") from None
-            if chunk:
-                self._arrival_ns = time.monotonic_ns()
-                self._buf += chunk.replace(b"\r", b"").replace(b"\n", b"")
-                if len(self._buf) > 4096:  # a line noise storm with no terminator
-                    self._buf = b""
-                    raise MeterReadError("4 kB without a packet terminator", code="garbage")
+        if self.line is None:
+            raise MeterDisconnected(f"{self.port}: not open")
+        try:
+            # a cut-off packet stays buffered: the next one's "#" resynchronises the stream
+            raw, arrival_ns = self.line.read_until(b";", deadline - time.monotonic(),
+                                                   stop=lambda: self.stop_requested, keep_partial=True)
+        except MeterReadError as exc:
+            if exc.code != "timeout" or isinstance(exc, MeterDisconnected):
+                raise
+            raise MeterReadError(f"{self.port}: no packet within {self.log_interval * 3} s",
+                                 code="timeout") from None
+        raw = raw.replace(b"\r", b"").replace(b"\n", b"")
+        start = raw.rfind(b"#")
+        text = raw[start:] if start >= 0 else raw
+        try:
+            return text.decode("ascii").strip(), arrival_ns
+        except UnicodeDecodeError:
+            raise MeterReadError(f"non-ASCII bytes {raw[:20]!r}", code="garbage") from None
 
     def _wait_for(self, kind: str, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -161,7 +152,7 @@ class WattsUpMeter(Meter):
                 return packet
 
     def read(self) -> Reading:
-        if self.ser is None:
+        if self.line is None:
             raise MeterDisconnected(f"{self.port}: not open")
         deadline = time.monotonic() + 3 * self.log_interval
         while True:
@@ -185,16 +176,13 @@ class WattsUpMeter(Meter):
         return Reading({self.name: values}, t_ns=arrival_ns - wire_ns, rtt_ns=wire_ns)
 
     def close(self) -> None:
-        if self.ser is not None:
+        if self.line is not None:
             try:
-                self.ser.write(command("L", "W", "0"))
-            except Exception:
+                self.line.write(command("L", "W", "0"))
+            except MeterDisconnected:
                 pass
-            try:
-                self.ser.close()
-            except Exception:
-                pass
-            self.ser = None
+            self.line.close()
+            self.line = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "port": self.port, "baudrate": self.baudrate,

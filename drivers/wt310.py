@@ -32,7 +32,6 @@ so the meter's own energy counter (J) is the primary reading.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +43,7 @@ from drivers.base import (
     MeterReadError,
     Reading,
 )
+from drivers.transport import LineTransport
 
 #: allowed update intervals (s) -> the wire spelling of each family
 RATES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -251,64 +251,28 @@ class WT310Meter(Meter):
         if not 1 <= element <= 3:
             raise MeterConfigError(f"{self.name}: element must be 1..3, got {element}")
         self.element, self.use_wait, self.integrate = element, bool(wait), bool(integrate)
-        if open_port is None:
-            from drivers.transport import open_serial
-            open_port = open_serial
-        self._open_port = open_port
-        self.ser: Any = None
-        self._buf = b""
+        self._open_port = open_port  # None: drivers.transport.open_serial
+        self.line: LineTransport | None = None
         self.identity: str | None = None
         self.family: Family | None = None
         self.ranges: dict[str, float | None] = {}
         self._quantities: tuple[str, ...] = ()
 
-    # -- line I/O -----------------------------------------------------------------------
+    # -- line I/O (the transport does the bytes and the port errors) -------------------------
     def _write(self, text: str) -> None:
-        import serial
-
-        try:
-            self.ser.write(text.encode("ascii") + b"\n")
-        except (serial.SerialException, OSError) as exc:
-            raise MeterDisconnected(f"{self.port}: {exc}") from None
+        if self.line is None:
+            raise MeterDisconnected(f"{self.port}: not open")
+        self.line.write(text.encode("ascii") + b"\n")
 
     def _readline(self, timeout_s: float) -> tuple[str, int]:
         """Next reply line (CR/LF stripped) and the monotonic ns its terminator arrived."""
-        import serial
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                raw, self._buf = self._buf[:end], self._buf[end + 1:]
-                try:
-                    return raw.decode("ascii").strip("\r\n "), self._arrival_ns
-                except UnicodeDecodeError:
-                    raise MeterReadError(f"{self.port}: non-ASCII reply {raw[:20]!r}", code="garbage") from None
-            if time.monotonic() > deadline:
-                partial, self._buf = self._buf, b""
-                if partial:
-                    raise MeterReadError(f"{self.port}: partial reply {partial[:40]!r} (no terminator "
-                                         f"within {timeout_s:g} s)", code="garbage")
-                raise MeterReadError(f"{self.port}: no reply within {timeout_s:g} s", code="timeout")
-            try:
-                chunk = self.ser.read(max(1, self.ser.in_waiting or 1))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                raise MeterDisconnected(f"{self.port}: {exc}") from None
-            if chunk:
-                self._arrival_ns = time.monotonic_ns()
-                self._buf += chunk
-                if len(self._buf) > 4096:
-                    self._buf = b""
-                    raise MeterReadError("4 kB without a line terminator", code="garbage")
-
-    def _flush(self) -> None:
-        import serial
-
-        self._buf = b""
+        if self.line is None:
+            raise MeterDisconnected(f"{self.port}: not open")
+        raw, arrival_ns = self.line.read_until(b"\n", timeout_s)
         try:
-            self.ser.reset_input_buffer()
-        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-            raise MeterDisconnected(f"{self.port}: {exc}") from None
+            return raw.decode("ascii").strip("\r\n "), arrival_ns
+        except UnicodeDecodeError:
+            raise MeterReadError(f"{self.port}: non-ASCII reply {raw[:20]!r}", code="garbage") from None
 
     def query(self, command: str, timeout_s: float = 1.0) -> str:
         """Send one query and return its reply line."""
@@ -332,9 +296,8 @@ class WT310Meter(Meter):
     # -- Meter interface ----------------------------------------------------------------
     def open(self) -> list[Channel]:
         self.close()
-        self.ser = self._open_port(self.port, baudrate=self.baudrate, parity=self.parity,
-                                   stopbits=self.stopbits, timeout=0.05)
-        self._buf = b""
+        self.line = LineTransport.open(self.port, self._open_port, baudrate=self.baudrate,
+                                       parity=self.parity, stopbits=self.stopbits, timeout=0.05)
         try:
             return self._configure()
         except MeterReadError as exc:
@@ -348,7 +311,7 @@ class WT310Meter(Meter):
             raise
 
     def _configure(self) -> list[Channel]:
-        self._flush()
+        self.line.flush_input()
         self._write("*CLS")
         self.identity = self.query("*IDN?", 2.0)
         if not self.identity.upper().startswith("YOKOGAWA") and "WT" not in self.identity.upper():
@@ -399,10 +362,10 @@ class WT310Meter(Meter):
         return self.channels
 
     def read(self) -> Reading:
-        if self.ser is None or self.family is None:
+        if self.line is None or self.family is None:
             raise MeterDisconnected(f"{self.port}: not open")
         f = self.family
-        self._flush()  # resynchronise: drop anything left from an earlier fault
+        self.line.flush_input()  # resynchronise: drop anything left from an earlier fault
         if self.use_wait:
             # clear EESR, wait for the end of the next update, then read that update
             self._write(f"{f.eesr_q};{f.wait};{f.value_q}")
@@ -414,20 +377,17 @@ class WT310Meter(Meter):
         values, bad = parse_values(line, self._quantities)
         if not 0.0 <= abs(values["power_w"]) <= OVER_RANGE_FACTOR * 600.0 * 20.0:
             raise MeterReadError(f"{values['power_w']} W is outside what a WT310 can measure", code="range")
-        flags = {self.name: ",".join(f"{q}:{c}" for q, c in sorted(bad.items()))} if bad else {}
+        # per-quantity notes as Reading.flags documents them: ";"-separated quantity:code
+        flags = {self.name: ";".join(f"{q}:{c}" for q, c in sorted(bad.items()))} if bad else {}
         if self.use_wait:
             wire_ns = int((len(line) + 2) * 10 / self.baudrate * 1e9)
             return Reading({self.name: values}, t_ns=arrival_ns - wire_ns, rtt_ns=wire_ns, flags=flags)
         return Reading({self.name: values}, flags=flags)
 
     def close(self) -> None:
-        if self.ser is not None:
-            try:
-                self.ser.close()
-            except Exception:
-                pass
-            self.ser = None
-        self._buf = b""
+        if self.line is not None:
+            self.line.close()
+            self.line = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "protocol": "wt310", "port": self.port, "baudrate": self.baudrate,

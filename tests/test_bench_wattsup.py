@@ -7,8 +7,8 @@ import time
 import pytest
 
 from drivers.base import MeterDisconnected, MeterReadError
+from drivers.registry import make_meter
 from drivers.sim.wattsup import WattsUpSimulator
-from drivers.uri import make_meter
 from drivers.wattsup import command, parse_data, parse_packet, start_logging
 
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
-from drivers.sim import make_simulator
-from drivers.uri import make_meter
+from drivers.registry import make_meter
+from drivers.sim.registry import make_simulator
 from tests.conftest import unplug_and_replug
 
 CASES = [("tasmota", {}), ("shelly", {"gen": 2}), ("shelly", {"gen": 1})]

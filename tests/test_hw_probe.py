@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from drivers.probe import list_serial_ports, probe_port, usb_hint
-from drivers.sim import make_simulator
 from drivers.sim.pty_port import PtyPort
+from drivers.sim.registry import make_simulator
 
 
 def _probe(kind, **opts):

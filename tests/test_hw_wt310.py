@@ -7,8 +7,8 @@ import errno
 import pytest
 
 from drivers.base import MeterConfigError, MeterReadError
+from drivers.registry import make_meter
 from drivers.sim.wt310 import WT310Simulator
-from drivers.uri import make_meter
 from drivers.wt310 import parse_number, parse_values
 from tests.conftest import unplug_and_replug
 

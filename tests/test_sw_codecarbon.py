@@ -9,7 +9,7 @@ import pytest
 
 from drivers.base import MeterConfigError, MeterReadError
 from drivers.codecarbon_meter import CodeCarbonMeter, component_sources
-from drivers.uri import make_meter
+from drivers.registry import make_meter
 
 
 class CPU:

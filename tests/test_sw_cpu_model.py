@@ -8,7 +8,7 @@ import pytest
 
 from drivers.base import MeterConfigError, MeterReadError
 from drivers.cpu_model import CpuModelMeter, fit_idle_max, lookup_tdp, read_proc_stat, utilisation
-from drivers.uri import make_meter
+from drivers.registry import make_meter
 
 
 def write_stat(path, user, nice, system, idle, iowait=0, irq=0, softirq=0, steal=0):

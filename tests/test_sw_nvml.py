@@ -8,7 +8,7 @@ from drivers.base import MeterConfigError, MeterDisconnected
 from drivers.fakes import nvml as fakenv
 from drivers.fakes.nvml import FakeGpu, FakeNvml
 from drivers.nvml import NvmlMeter
-from drivers.uri import make_meter
+from drivers.registry import make_meter
 
 
 class Clock:

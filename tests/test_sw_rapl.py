@@ -9,7 +9,7 @@ import pytest
 from drivers.base import MeterConfigError, MeterDisconnected
 from drivers.fakes.powercap import FakePowercap, FakeZone, typical_zones
 from drivers.rapl import RaplMeter, list_zones
-from drivers.uri import make_meter
+from drivers.registry import make_meter
 
 
 class Clock:

@@ -5,7 +5,7 @@ as nvidia-ml-py's ``pynvml`` (checked against nvidia-ml-py 13.x): ``NVMLError(co
 becomes the matching ``NVMLError_<Name>`` subclass, e.g. ``NVMLError_NotSupported``
 (3), ``NVMLError_GpuIsLost`` (15), ``NVMLError_LibraryNotFound`` (12).  Pass an instance
 wherever the module would go (``NvmlMeter(nvml=FakeNvml(...))``) or use
-``nvml?fake=a100,v100`` (tests and demo only).
+``nvml?fake=a100,v100`` (tests and demo only; the registry routes it to :func:`from_uri`).
 
 Each :class:`FakeGpu` integrates its power (W: a number or a callable of seconds) on its
 own clock into the total-energy counter (mJ, Volta and newer; ``NotSupported`` on
@@ -292,3 +292,18 @@ def from_spec(spec: str, power: Watts | None = None) -> FakeNvml:
         raise MeterConfigError(f"nvml?fake={spec}: use N or a comma list of {', '.join(MODELS)}")
     kw = {} if power is None else {"power": power}
     return FakeNvml([FakeGpu.model(k, i, **kw) for i, k in enumerate(keys)])
+
+
+def from_uri(uri: Any) -> Any:
+    """``nvml[:I[,J]]?fake=SPEC[&signal=SIGNAL]``: the production NVML driver reading the
+    simulated GPUs of :func:`from_spec` (power following ``signal``, default this host's
+    load model).  The registry calls this instead of :func:`drivers.nvml.from_uri` when
+    ``fake=`` is given."""
+    from drivers.nvml import from_uri as nvml_from_uri
+    from drivers.sim.signals import make_signal
+
+    spec = uri.take("fake")
+    library = from_spec(spec, power=make_signal(uri.take("signal", None) or "host"))
+    meter = nvml_from_uri(uri, nvml=library)
+    meter.notes.append(f"{meter.name}: SIMULATED GPUs ({spec}), not real hardware")
+    return meter

@@ -209,10 +209,6 @@ class FakePowercap:
             for z in self.zones.values():
                 self._add(z, z.power_at(t) * seconds * 1e6)
 
-    def set_power(self, dirname: str, watts: Watts) -> None:
-        with self._lock:
-            self.zones[dirname].watts = watts
-
     def truth_j(self, dirname: str) -> float:
         """Energy added to a zone since the tree was created (J), wrap-free."""
         with self._lock:

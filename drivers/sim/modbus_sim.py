@@ -31,8 +31,8 @@ from typing import Any
 
 from drivers.base import MeterConfigError
 from drivers.modbus import Profile, Quantity, load_profile
-from drivers.sim import Simulator
 from drivers.sim.pty_port import PtyPort
+from drivers.sim.simulator import Simulator
 
 VOLTS = 230.0
 HZ = 50.0

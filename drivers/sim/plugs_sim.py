@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from drivers.sim import Simulator
 from drivers.sim.modbus_sim import free_port
+from drivers.sim.simulator import Simulator
 
 VOLTS = 230.0
 HZ = 50.0

@@ -10,8 +10,8 @@ import math
 import threading
 import time
 
-from drivers.sim import Simulator
 from drivers.sim.pty_port import PtyPort
+from drivers.sim.simulator import Simulator
 from drivers.wattsup import FIELDS
 
 VOLTS = 230.0

@@ -24,8 +24,8 @@ import struct
 import threading
 from collections.abc import Callable
 
-from drivers.sim import Simulator
 from drivers.sim.pty_port import PtyPort
+from drivers.sim.simulator import Simulator
 from drivers.wt310 import CURRENT_RANGES_A, OVER_RANGE_FACTOR, RATES_S, VOLTAGE_RANGES_V
 
 VOLTS = 230.0

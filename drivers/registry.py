@@ -1,4 +1,4 @@
-"""Meter URIs (the ``--meter`` contract of DESIGN.md) and the driver registry.
+"""The meter registry: meter URIs (the ``--meter`` contract of DESIGN.md) and ``make_meter``.
 
 ``scheme:target?opt=value&...`` or ``scheme://host:port?...``.  Every driver takes the
 common options ``name`` (the meter id in the session) and ``interval`` (poll interval,
@@ -6,6 +6,9 @@ s); any other option it does not know is an error, never ignored.
 
 Drivers are looked up in a table of ``"module:factory"`` strings and imported only
 when used, so that heavy or platform-specific libraries never load for other meters.
+A scheme in :data:`FAKES` has a stand-in for its library (tests and ``calibrate demo``):
+its trigger option (``nvml?fake=a100,v100``) picks the fake's factory, which builds the
+production driver around the fake library; production drivers know nothing of fakes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ SCHEMES: dict[str, str] = {
     "nvml": "drivers.nvml:from_uri",
     "cpu-model": "drivers.cpu_model:from_uri",
     "codecarbon": "drivers.codecarbon_meter:from_uri",
-    "sim": "drivers.sim:from_uri",
+    "sim": "drivers.sim.meter:from_uri",
+}
+
+#: scheme -> (trigger option, "module:factory", other options only the fake takes)
+FAKES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "nvml": ("fake", "drivers.fakes.nvml:from_uri", ("signal",)),
 }
 
 
@@ -116,7 +124,16 @@ def parse_uri(text: str) -> MeterURI:
 def make_meter(text: str) -> Meter:
     """Build (but do not open) the meter a URI names.  Raises MeterConfigError."""
     uri = parse_uri(text)
-    module_name, _, func = SCHEMES[uri.scheme].partition(":")
+    factory = SCHEMES[uri.scheme]
+    if uri.scheme in FAKES:
+        trigger, fake_factory, fake_only = FAKES[uri.scheme]
+        if trigger in uri.options:
+            factory = fake_factory
+        else:
+            for key in fake_only:
+                if key in uri.options:
+                    raise MeterConfigError(f"{uri.raw}: {key}= only applies to simulated devices ({trigger}=)")
+    module_name, _, func = factory.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -164,7 +164,9 @@ def cmd_characterize(args: argparse.Namespace) -> int:
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+    from analysis.numbers import fmt_number
+
+    return fmt_number(v, 3, grouping=False)
 
 
 # --------------------------------------------------------------------------- compare

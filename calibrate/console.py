@@ -19,55 +19,11 @@ def say(msg: str = "", *, err: bool = False) -> None:
         pass
 
 
-def _fmt(v: Any, unit: str = "", digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return f"{v:,.{digits}f}{unit}"
-
-
 def print_summary_table(summary: dict[str, Any], path: Path) -> None:
     """The short table `run`/`demo`/`report` end with."""
-    meters = summary.get("meters", {})
-    ref = summary.get("reference")
-    rows = [("channel", "source", "energy", "mean power", "samples", "faults")]
-    for cid, m in meters.items():
-        faults = sum((m.get("errors") or {}).values())
-        tag = " (reference)" if cid == ref else ""
-        rows.append((cid + tag, m.get("source", ""), _fmt(m.get("energy_j"), " J"),
-                     _fmt(m.get("mean_power_w"), " W"), str(m.get("samples", 0)), str(faults)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        say("  " + "  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
-        if i == 0:
-            say("  " + "  ".join("-" * w for w in widths))
-    agreement = summary.get("agreement") or []
-    if agreement:
-        say("")
-        say(f"  agreement with {ref} (candidate - reference, over {agreement[0].get('window_s', 0):.0f} s windows):")
-        for a in agreement:
-            ba, reg = a.get("bland_altman", {}), a.get("regression", {})
-            if ba.get("bias") is None:
-                say(f"    {a['candidate']}: not compared: {a.get('error', 'no common windows')} "
-                    "(record longer, or pass a shorter --window)")
-                continue
-            cal = a.get("calibration", {})
-            say(f"    {a['candidate']}: lag {_fmt(a.get('lag_s'), ' s', 2)}, n={a.get('n_windows')}, "
-                f"bias {_fmt(ba.get('bias'), ' W')} [LoA {_fmt(ba.get('loa_low'), '')}, {_fmt(ba.get('loa_high'), ' W')}], "
-                f"CCC {_fmt((a.get('ccc') or {}).get('value'), '', 3)}; "
-                + (f"wall = {_fmt(cal.get('intercept'), ' W')} + {_fmt(cal.get('slope'), '', 3)} x {a['candidate']}"
-                   if cal and cal.get("slope") is not None else
-                   f"wall = {_fmt(cal.get('intercept'), ' W')} + {a['candidate']} (constant: no gain)" if cal
-                   else f"slope {_fmt(reg.get('slope'), '', 3)}"))
-    w = summary.get("workload") or {}
-    if w.get("accuracy") is not None:
-        say(f"\n  workload {w.get('name')}: accuracy {w['accuracy']:.3f}"
-            + (f", {w['images_per_s']:.1f} images/s" if w.get("images_per_s") else ""))
-    em = summary.get("emissions") or {}
-    if em.get("co2_g") is not None:
-        say(f"  CO2: {em['co2_g']:.2f} g at {em['intensity_g_per_kwh']:.0f} g/kWh ({em.get('location')}, {em.get('source')})")
-    for warning in summary.get("warnings", []):
-        say(f"  warning: {warning}")
-    say(f"\nsession: {path}")
+    from analysis.report import summary_text
+
+    say(summary_text(summary, path))
 
 
 class ConsoleReporter(BenchReporter):

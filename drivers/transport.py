@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from drivers.base import MeterConfigError, MeterDisconnected, MeterReadError
@@ -90,7 +91,7 @@ class LineTransport:
     """A byte stream (a pyserial object: device, pty, ``socket://``, ``loop://``) read as lines.
 
     The one place where port errors become :class:`MeterDisconnected`: every call on the
-    port goes through :meth:`_call`.  Drivers hold one of these, not the pyserial object,
+    port goes through :meth:`_on_port`.  Drivers hold one of these, not the pyserial object,
     and keep only their protocol.  ``label`` (the port name) starts every error message.
     """
 
@@ -108,34 +109,24 @@ class LineTransport:
         """Open ``port`` with ``opener`` (default :func:`open_serial`, same keywords) and wrap it."""
         return cls((opener or open_serial)(port, **settings), port, max_line)
 
-    def _call(self, fn: str, *args: Any) -> Any:
-        """``self.port.<fn>(*args)``; every port error becomes MeterDisconnected (here only)."""
+    def _on_port(self, action: Callable[[Any], Any]) -> Any:
+        """``action(port)``; every port error becomes MeterDisconnected, here and only here."""
         port = self.port
         if port is None:
             raise MeterDisconnected(f"{self.label}: not open")
         try:
-            return getattr(port, fn)(*args)
+            return action(port)
         except self._errors as exc:
-            raise MeterDisconnected(f"{self.label}: {exc or type(exc).__name__}") from None
-
-    def _read_chunk(self) -> bytes:
-        """What has arrived (at least one byte, or nothing after the port's read timeout)."""
-        port = self.port
-        if port is None:
-            raise MeterDisconnected(f"{self.label}: not open")
-        try:
-            return port.read(max(1, port.in_waiting or 1))
-        except self._errors as exc:
-            raise MeterDisconnected(f"{self.label}: {exc or type(exc).__name__}") from None
+            raise MeterDisconnected(f"{self.label}: {str(exc) or type(exc).__name__}") from None
 
     def write(self, data: bytes) -> None:
         """Send ``data``; a vanished port raises MeterDisconnected."""
-        self._call("write", data)
+        self._on_port(lambda port: port.write(data))
 
     def flush_input(self) -> None:
         """Drop everything received and not yet read (ours and the OS's input buffer)."""
         self.discard()
-        self._call("reset_input_buffer")
+        self._on_port(lambda port: port.reset_input_buffer())
 
     def discard(self) -> bytes:
         """Drop and return what is buffered here (a partial line)."""
@@ -174,7 +165,8 @@ class LineTransport:
                     raise MeterReadError(f"{self.label}: partial reply {partial[:40]!r} (no terminator "
                                          f"within {timeout_s:g} s)", code="garbage")
                 raise MeterReadError(f"{self.label}: no reply within {timeout_s:g} s", code="timeout")
-            chunk = self._read_chunk()
+            # what has arrived: at least one byte, or nothing after the port's read timeout
+            chunk = self._on_port(lambda port: port.read(max(1, port.in_waiting or 1)))
             if chunk:
                 self._arrival_ns = time.monotonic_ns()
                 self._buf += chunk

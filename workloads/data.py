@@ -9,8 +9,13 @@ device when the model wants another size.
   orientation, spatial frequency and colour; every image gets a random phase, amplitude,
   small orientation/frequency jitter and Gaussian pixel noise.  Deterministic from the seed
   (and independent of batch composition), learnable by a small CNN in a few hundred steps.
-* ``cifar10:DIR`` -- the CIFAR-10 "python version" pickle batches (``data_batch_1`` ..
-  ``data_batch_5``, ``test_batch``) in DIR or DIR/cifar-10-batches-py.
+* ``cifar10:DIR`` -- CIFAR-10 in either official format, found in DIR/cifar-10-batches-bin,
+  DIR/cifar-10-batches-py or DIR itself: the "binary version" (``data_batch_1.bin`` ..
+  ``data_batch_5.bin``, ``test_batch.bin``: records of 1 label byte + 3072 pixel bytes),
+  preferred when both are present, or the "python version" (``data_batch_1`` ..
+  ``data_batch_5``, ``test_batch``).  The python batches are pickles, read by a restricted
+  unpickler that builds plain containers and uint8 numpy arrays only: any other global a
+  file names (``os.system``, ...) is refused, so a crafted batch cannot run code.
 * ``mnist:DIR`` -- the MNIST idx files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, optionally ``.gz``) in DIR,
   DIR/raw or DIR/MNIST/raw.
@@ -23,8 +28,11 @@ Nothing is ever downloaded: a missing file is a ValueError naming what was expec
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
+import pickletools
+import re
 import struct
 from pathlib import Path
 
@@ -203,37 +211,193 @@ def read_mnist(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     return out[0], out[1], out[2], out[3]
 
 
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+#: the largest CIFAR batch file read (an official batch is ~31 MB: 10000 images of 3073 bytes)
+MAX_CIFAR_BATCH_BYTES = 64 * 2**20
+CIFAR_RECORD = 1 + 3072  # binary version: label byte, then 1024 red, 1024 green, 1024 blue
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` inside a restricted pickle: usable only as the type
+    argument of ``_reconstruct``, never callable (so ``ndarray(huge_shape)`` cannot be built)."""
+
+    __slots__ = ()
+
+
+_NDARRAY = _NdarrayType()
+_DTYPE_NAME = re.compile(r"^(?:[uif][1248]|b1)$")
+
+
+def _numpy_reconstruct():
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _safe_reconstruct(subtype, shape, dtype):
+    """``numpy.core.multiarray._reconstruct`` as a pickled ndarray calls it: an empty array
+    that the pickle's state then fills (its data must be in the file, so size is bounded)."""
+    if subtype is not _NDARRAY or shape != (0,) or dtype not in (b"b", "b"):
+        raise pickle.UnpicklingError("unexpected ndarray reconstruction arguments")
+    return _numpy_reconstruct()(np.ndarray, (0,), b"b")
+
+
+def _safe_dtype(name, align=0, copy=1):
+    """``numpy.dtype`` for plain numeric element types only (no object dtypes)."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    if not isinstance(name, str) or not _DTYPE_NAME.match(name):
+        raise pickle.UnpicklingError(f"dtype {str(name)[:20]!r} is not a plain numeric type")
+    return np.dtype(name, bool(align), bool(copy))
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """``_codecs.encode(str, "latin1")``: how Python 3 writes ``bytes`` in pickle protocol <= 2
+    (a re-saved CIFAR batch); nothing else of ``_codecs`` is admitted."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("unexpected _codecs.encode arguments")
+    return text.encode("latin-1")
+
+
+#: the only globals a CIFAR-10 python batch names (module, name) -> what they stand for
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,  # as shipped (numpy 1.x, Python 2)
+    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,  # re-saved with numpy >= 2
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _safe_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Plain containers, strings, numbers and uint8-style numpy arrays; nothing else."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise pickle.UnpicklingError(
+                f"refused pickle global {str(module)[:60]!r}.{str(name)[:60]!r}"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
+#: a pickle's memo indices (a real batch uses a few dozen); the C unpickler sizes its memo
+#: table by the largest index it is told, so a tiny file could otherwise claim gigabytes
+MAX_PICKLE_MEMO = 1 << 20
+_REFUSED_OPS = {"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX",
+                "BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def _prescan(raw: bytes) -> None:
+    """Walk the opcodes without running any (pickletools): refuse the ones a CIFAR batch never
+    uses, memo indices past :data:`MAX_PICKLE_MEMO`, and lengths beyond the file's end."""
+    for op, arg, _pos in pickletools.genops(io.BytesIO(raw)):
+        if op.name in _REFUSED_OPS:
+            raise pickle.UnpicklingError(f"refused pickle opcode {op.name}")
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > MAX_PICKLE_MEMO:
+            raise pickle.UnpicklingError(f"pickle memo index {arg} is too large")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:200]
+
+
+def _check_size(path: Path) -> int:
+    size = path.stat().st_size
+    if size > MAX_CIFAR_BATCH_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than a CIFAR-10 batch can hold "
+                         f"(limit {MAX_CIFAR_BATCH_BYTES} bytes)")
+    return size
+
+
+def _cifar_labels(path: Path, labels: np.ndarray, n: int) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"{path}: {n} images but {labels.shape} labels")
+    if n and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"{path}: CIFAR-10 labels outside 0..9 (min {labels.min()}, max {labels.max()})")
+    return labels
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One "python version" batch through :class:`_CifarUnpickler` (never plain pickle)."""
+    _check_size(path)
+    try:
+        raw = path.read_bytes()
+        _prescan(raw)
+        d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__})") from None
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (holds a {type(d).__name__}, not a dict)")
+    d = {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in d or "labels" not in d:
         raise ValueError(f"{path}: CIFAR-10 batch without data/labels entries")
-    data = np.asarray(d["data"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: CIFAR-10 data has shape {data.shape}, expected (N, 3072)")
-    labels = np.asarray(d["labels"], dtype=np.int64)
-    if len(labels) != len(data):
-        raise ValueError(f"{path}: {len(data)} images but {len(labels)} labels")
-    return data.reshape(-1, 3, 32, 32), labels
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        what = f"shape {data.shape} {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{path}: CIFAR-10 data is {what}, expected uint8 (N, 3072)")
+    try:
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{path}: CIFAR-10 labels are not a list of integers") from None
+    return data.reshape(-1, 3, 32, 32), _cifar_labels(path, labels, len(data))
+
+
+def _cifar_bin_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One "binary version" batch: records of 1 label byte + 3072 pixel bytes."""
+    size = _check_size(path)
+    if size == 0 or size % CIFAR_RECORD:
+        raise ValueError(f"{path}: {size} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records")
+    rec = np.fromfile(path, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    labels = rec[:, 0].astype(np.int64)
+    return np.ascontiguousarray(rec[:, 1:]).reshape(-1, 3, 32, 32), _cifar_labels(path, labels, len(rec))
+
+
+def _batch_number(path: Path) -> int:
+    return int(re.search(r"\d+", path.name).group())  # type: ignore[union-attr]
+
+
+def _cifar_files(base: Path, suffix: str) -> tuple[list[Path], Path] | None:
+    pattern = re.compile(r"^data_batch_\d+" + re.escape(suffix) + "$")
+    train = sorted((p for p in base.glob("data_batch_*") if pattern.match(p.name) and p.is_file()),
+                   key=_batch_number)
+    test = base / ("test_batch" + suffix)
+    return (train, test) if train and test.is_file() else None
 
 
 def read_cifar10(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train_images, train_labels, test_images, test_labels): images uint8 (N, 3, 32, 32)."""
+    """(train_images, train_labels, test_images, test_labels): images uint8 (N, 3, 32, 32).
+
+    Reads the binary version (``*.bin``, no pickle involved) when present, else the python
+    version through a restricted unpickler (see the module docstring); batch files over
+    :data:`MAX_CIFAR_BATCH_BYTES` are refused.  Any bad file is a one-line ValueError.
+    """
     root = Path(directory).expanduser()
-    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    train_files = sorted(base.glob("data_batch_*"))
-    test_file = base / "test_batch"
-    if not train_files or not test_file.is_file():
+    found = None
+    for base in (root / "cifar-10-batches-bin", root / "cifar-10-batches-py", root):
+        if not base.is_dir():
+            continue
+        for suffix, reader in ((".bin", _cifar_bin_batch), ("", _cifar_batch)):
+            files = _cifar_files(base, suffix)
+            if files is not None:
+                found = files, reader
+                break
+        if found:
+            break
+    if found is None:
         raise ValueError(
-            f"CIFAR-10 python batches not found in {str(root)!r} (expected data_batch_1..5 and "
-            "test_batch, from cifar-10-python.tar.gz; datasets are never downloaded)"
+            f"CIFAR-10 batches not found in {str(root)!r} (expected data_batch_1..5 and test_batch "
+            "from cifar-10-python.tar.gz, or data_batch_1..5.bin and test_batch.bin from "
+            "cifar-10-binary.tar.gz; datasets are never downloaded)"
         )
-    parts = [_cifar_batch(p) for p in train_files]
-    x_test, y_test = _cifar_batch(test_file)
+    (train_files, test_file), reader = found
+    parts = [reader(p) for p in train_files]
+    x_test, y_test = reader(test_file)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test
 
 

@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = [] if args.no_codecarbon else [float(x) for x in args.cc_steps.split(",") if x.strip()]
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
 
-    from calibrate.recorder import Recorder
     from analysis.session_format import EventWriter
+    from calibrate.recorder import Recorder
 
     ctx = mp.get_context("spawn")
     children: list[Any] = []

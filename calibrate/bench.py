@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calibrate.errors import UsageError
 from calibrate.recorder import LiveMeter
@@ -34,6 +34,9 @@ from calibrate.session import Session
 from calibrate.workload_process import WorkloadRun, run_workload
 from drivers.base import Meter
 from workloads.registry import PreparedWorkload
+
+if TYPE_CHECKING:  # analysis (pandas, matplotlib) is imported when a report is made
+    from analysis.report import ReportOptions
 
 GRACE_S = 15.0  # a built-in workload given a duration gets this long past it to finish
 MAX_PHASE_S = 86_400.0  # a baseline or cool-down longer than a day is a typo
@@ -99,31 +102,17 @@ class BenchPlan:
         tol = self.cooldown_tolerance
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and 0 < tol < 1):
             raise UsageError(f"--cooldown-tolerance must be a fraction in (0, 1), got {tol}")
-        check_report_options(self.window_s, self.intensity, self.pue, self.location)
-
-    def report_kwargs(self) -> dict[str, Any]:
-        """The analysis options, as ``analysis.report.write_report`` takes them."""
-        return {"reference": self.reference, "candidates": list(self.candidates) if self.candidates else None,
-                "window_s": self.window_s, "location": self.location, "intensity": self.intensity,
-                "pue": self.pue}
-
-
-def check_report_options(window_s: float | None, intensity: float | None, pue: float | None,
-                         location: str | None) -> None:
-    """Reject bad --window/--intensity/--pue/--location before any work (UsageError)."""
-    from analysis.emissions import lookup_intensity
-
-    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
-        raise UsageError(f"--window must be a positive number of seconds, got {window_s}")
-    if intensity is not None and not (math.isfinite(intensity) and intensity >= 0):
-        raise UsageError(f"--intensity must be >= 0 g CO2/kWh, got {intensity}")
-    if pue is not None and not (math.isfinite(pue) and pue >= 1):
-        raise UsageError(f"--pue must be >= 1 (facility energy / IT energy), got {pue}")
-    if intensity is None and location:
         try:
-            lookup_intensity(location)
+            self.report_options().validate()
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    def report_options(self) -> ReportOptions:
+        """The analysis options of this plan's report."""
+        from analysis.report import ReportOptions
+
+        return ReportOptions(reference=self.reference, candidates=tuple(self.candidates) if self.candidates else None,
+                             window_s=self.window_s, location=self.location, intensity=self.intensity, pue=self.pue)
 
 
 @dataclass(frozen=True)
@@ -330,7 +319,7 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
         from analysis.report import write_report
 
         try:
-            result.summary = write_report(session.path, **plan.report_kwargs())
+            result.summary = write_report(session.path, plan.report_options())
         except Exception as exc:  # recorded data is safe; the caller says why the report failed
             result.report_error = exc
     return result

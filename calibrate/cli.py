@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from calibrate import __version__
-from calibrate.bench import BenchPlan, check_report_options, run_bench
+from calibrate.bench import BenchPlan, run_bench
 from calibrate.console import ConsoleReporter, print_result, print_summary_table, say
 from calibrate.errors import UsageError
 
@@ -73,30 +73,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- report / agree
-def _check_analysis_options(args: argparse.Namespace) -> None:
-    """Reject bad --location/--intensity/--pue/--window before any work (exit 2)."""
-    check_report_options(getattr(args, "window", None), getattr(args, "intensity", None),
-                         getattr(args, "pue", None), getattr(args, "location", None))
+def _report_options(args: argparse.Namespace) -> Any:
+    """The report options a command line gives; UsageError (exit 2) for a bad one."""
+    from analysis.report import ReportOptions
 
-
-def _analyse(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from analysis.report import write_report
-
-    return write_report(path, reference=getattr(args, "reference", None),
-                        candidates=getattr(args, "candidate", None) or None,
-                        window_s=getattr(args, "window", None),
-                        location=getattr(args, "location", None),
-                        intensity=getattr(args, "intensity", None),
-                        pue=getattr(args, "pue", None))
-
+    cands = getattr(args, "candidate", None)
+    options = ReportOptions(reference=getattr(args, "reference", None), candidates=tuple(cands) if cands else None,
+                            window_s=getattr(args, "window", None), location=getattr(args, "location", None),
+                            intensity=getattr(args, "intensity", None), pue=getattr(args, "pue", None))
+    try:
+        return options.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.load import SessionError
+    from analysis.report import write_report
 
-    _check_analysis_options(args)
+    options = _report_options(args)
     try:
-        summary = _analyse(Path(args.session), args)
+        summary = write_report(Path(args.session), options)
     except (SessionError, ValueError) as exc:  # a bad --reference/--candidate, an unusable session
         raise UsageError(str(exc).splitlines()[0]) from None
     print_summary_table(summary, Path(args.session))

@@ -17,7 +17,7 @@ from analysis import plots
 from analysis.agreement import agreement
 from analysis.calibration import fit_calibration
 from analysis.regression import ols
-from analysis.session_format import json_safe
+from analysis.session_format import json_safe, write_text_atomic
 
 
 def mean_ci(values: list[float], alpha: float = 0.05) -> dict[str, Any]:
@@ -95,8 +95,8 @@ def write_campaign_report(folder: Path, sessions: list[Path], reference: str | N
         sp = Path(p) / "summary.json"
         summaries.append(json.loads(sp.read_text()) if sp.exists() else write_report(p, reference=reference))
     report = json_safe(aggregate(summaries))
-    (Path(folder) / "campaign_report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    (Path(folder) / "campaign_report.html").write_text(render_campaign_html(folder, report))
+    write_text_atomic(Path(folder) / "campaign_report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(Path(folder) / "campaign_report.html", render_campaign_html(folder, report))
     return report
 
 

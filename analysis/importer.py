@@ -18,9 +18,10 @@ import pandas as pd
 from analysis.session_format import (
     EVENTS_FILE,
     FORMAT,
-    MANIFEST_FILE,
     TRACE_DIR,
+    EventWriter,
     TraceWriter,
+    claim_folder,
     safe_name,
     trace_path,
     write_manifest,
@@ -83,10 +84,12 @@ def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = No
     if reference and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the traces ({', '.join(names)})")
     out = Path(out)
-    if (out / MANIFEST_FILE).exists():
-        raise ValueError(f"{out} already holds a session; choose another --out")
     frames = {t.name: _read(t, time_col, power_col, energy_col) for t in traces}
-    (out / TRACE_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        claim_folder(out)  # a new or empty folder only: nothing of someone else's is touched
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
+    (out / TRACE_DIR).mkdir()
     start_ns = min(int(f["t_ns"].iloc[0]) for f in frames.values())
     meters = []
     for spec in traces:
@@ -112,5 +115,5 @@ def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = No
                 "reference": reference, "meters": meters,
                 "workload": {"name": "imported", "parameters": {}}, "notes": source_note}
     write_manifest(out, manifest)
-    (out / EVENTS_FILE).touch()
+    EventWriter(out / EVENTS_FILE).close()
     return out

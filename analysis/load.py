@@ -133,8 +133,8 @@ def load_session(path: str | Path) -> SessionData:
     info = manifest_channels(manifest)
     by_file = {safe_name(cid): cid for cid in info}
     channels: dict[str, ChannelTrace] = {}
-    warnings: list[str] = []
-    for csv_path in trace_files(folder):
+    files, warnings = trace_files(folder)
+    for csv_path in files:
         cid = by_file.get(csv_path.stem, csv_path.stem)
         try:
             data = read_trace(csv_path, start_ns)

@@ -22,7 +22,7 @@ from analysis.load import SessionData, load_session
 from analysis.numbers import fmt_number, is_missing
 from analysis.pipeline import Analysis, analyse
 from analysis.series import series_of, to_reference_clock
-from analysis.session_format import json_safe
+from analysis.session_format import json_safe, write_text_atomic
 from analysis.summary import summarize
 
 __all__ = ["CSS", "ReportOptions", "agreement_markdown", "html_number", "html_table", "img_tag", "render_html",
@@ -82,9 +82,10 @@ def write_report(path: str | Path, options: ReportOptions | None = None, **kwarg
     o = options
     result = analyse(data, o.reference, list(o.candidates) if o.candidates is not None else None, o.window_s)
     summary = json_safe(summarize(data, location=o.location, intensity=o.intensity, pue=o.pue, result=result))
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    (folder / "report.html").write_text(render_html(data, summary, result))
-    (folder / "summary.md").write_text(summary_markdown(summary))
+    # each file via a temporary name and a rename: a failure (a full disk) leaves no half file
+    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(folder / "report.html", render_html(data, summary, result))
+    write_text_atomic(folder / "summary.md", summary_markdown(summary))
     return summary
 
 

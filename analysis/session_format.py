@@ -124,19 +124,50 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(path: Path | str, data: Any) -> None:
-    """Write ``data`` as strict JSON to ``path`` via a temporary file and a rename."""
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_exclusive(path: Path | str, buffering: int = -1):  # noqa: ANN201 - a text file object
+    """Open a new file for appending text; FileExistsError if anything (a file, a symlink)
+    is already there, so a writer never appends to or follows what it did not create."""
+    fd = os.open(path, _NEW_FILE | os.O_APPEND, 0o644)
+    return os.fdopen(fd, "a", buffering=buffering)
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` via a new temporary file, fsync and a rename: a reader (or a
+    full disk) never sees half a file, and a symlink at ``path`` is replaced, not followed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with tmp.open("w") as fh:
-            json.dump(json_safe(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
+        with create_exclusive(tmp) as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path | str, data: Any) -> None:
+    """Write ``data`` as strict JSON (NaN/inf -> null) to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def claim_folder(path: Path | str) -> bool:
+    """Make ``path`` the folder of a new session: created if missing (True), or an existing
+    *empty* folder (False).  FileExistsError if it holds anything: a command never writes
+    into, appends to or deletes what it did not create."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise FileExistsError(f"{path} exists and is not a folder; choose another --out")
+    if path.is_dir():
+        if any(path.iterdir()):
+            what = "already holds a session" if (path / MANIFEST_FILE).exists() else "is not empty"
+            raise FileExistsError(f"{path} {what}; choose another --out")
+        return False
+    path.mkdir(parents=True)
+    return True
 
 
 # --------------------------------------------------------------------------- writers
@@ -154,21 +185,18 @@ class TraceWriter:
     """Appends rows to one channel's CSV (see the module doc); thread-safe.
 
     ``write`` is the recorder's hot path (one call per channel and poll); ``flush()`` may
-    be called from any thread.  The file is created if missing; an existing trace is
-    appended to under the same header.
+    be called from any thread.  The file must not exist yet (FileExistsError): a trace is
+    never appended to a file this writer did not create.
     """
 
     def __init__(self, path: Path, quantities: tuple[str, ...]) -> None:
         self.path = path
         self.quantities = tuple(quantities)
-        new = not path.exists()
-        self._fh = path.open("a", buffering=1 << 16)
+        self._fh = create_exclusive(path, buffering=1 << 16)
         self._lock = threading.Lock()
-        self._dirty = False
         self._empty = "," * (len(self.quantities) - 1) if self.quantities else ""
-        if new:
-            self._fh.write(",".join((*BASE_COLUMNS, *self.quantities)) + "\n")
-            self._dirty = True
+        self._fh.write(",".join((*BASE_COLUMNS, *self.quantities)) + "\n")
+        self._dirty = True
         self.rows = 0
 
     def write(self, t_ns: int, rtt_ns: int, values: dict[str, float], note: str = "") -> None:
@@ -211,7 +239,7 @@ class EventWriter:
     """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once."""
 
     def __init__(self, path: Path) -> None:
-        self._fh = path.open("a", buffering=1)
+        self._fh = create_exclusive(path, buffering=1)
         self._lock = threading.Lock()
 
     def write(self, event: dict[str, Any]) -> None:
@@ -314,9 +342,16 @@ def _read_lines(path: Path) -> str:
     return text
 
 
-def trace_files(folder: Path | str) -> list[Path]:
-    """The trace files of a session folder (regular files only), sorted."""
-    return sorted(p for p in (Path(folder) / TRACE_DIR).glob("*.csv") if p.is_file())
+def trace_files(folder: Path | str) -> tuple[list[Path], list[str]]:
+    """The trace files of a session folder, sorted, and a warning for each entry not read:
+    only regular files are (a symlink could lead outside the folder)."""
+    files, warnings = [], []
+    for p in sorted((Path(folder) / TRACE_DIR).glob("*.csv")):
+        if p.is_symlink() or not p.is_file():
+            warnings.append(f"{p.name}: not read ({'a symlink' if p.is_symlink() else 'not a regular file'})")
+        else:
+            files.append(p)
+    return files, warnings
 
 
 def read_trace(path: Path, start_ns: int) -> pd.DataFrame:

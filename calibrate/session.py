@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from analysis.session_format import EVENTS_FILE, FORMAT, MANIFEST_FILE, EventWriter, write_manifest
+from analysis.session_format import EVENTS_FILE, FORMAT, EventWriter, claim_folder, write_manifest
 from calibrate.clock import ClockAnchor, take_anchor
 from calibrate.recorder import Recorder
 from drivers.base import Meter
@@ -109,20 +109,15 @@ class Session:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> Session:
-        if (self.path / MANIFEST_FILE).exists():
-            raise FileExistsError(f"{self.path} already holds a session; choose another --out")
         Recorder.check_names(self.meters)  # before anything is created on disk
-        made_dir = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        made_events = not (self.path / EVENTS_FILE).exists()
+        made_dir = claim_folder(self.path)  # FileExistsError unless new or empty
         self.events = EventWriter(self.path / EVENTS_FILE)
         self.recorder = Recorder(self.meters, self.path, self.events)
         try:
             self.recorder.open_all()
-        except BaseException:  # undo only what this call created
+        except BaseException:  # undo what this call created, and only that
             self.events.close()
-            if made_events:
-                (self.path / EVENTS_FILE).unlink(missing_ok=True)
+            (self.path / EVENTS_FILE).unlink(missing_ok=True)
             if made_dir:
                 try:
                     self.path.rmdir()

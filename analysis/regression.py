@@ -111,18 +111,14 @@ def ols(x: Any, y: Any, *, alpha: float = 0.05) -> RegressionResult:
     x, y, dropped = paired_arrays(x, y)
     _require_spread(x, "reference")
     n = x.size
-    xm, ym = x.mean(), y.mean()
-    sxx = float(np.sum((x - xm) ** 2))
-    sxy = float(np.sum((x - xm) * (y - ym)))
-    syy = float(np.sum((y - ym) ** 2))
-    slope = sxy / sxx
-    intercept = ym - slope * xm
+    fit = stats.linregress(x, y)  # slope, intercept and their standard errors
+    slope, intercept = float(fit.slope), float(fit.intercept)
     resid = y - (intercept + slope * x)
     s2 = float(np.sum(resid**2)) / (n - 2) if n > 2 else math.nan
-    se_slope = math.sqrt(s2 / sxx)
-    se_int = math.sqrt(s2 * (1.0 / n + xm**2 / sxx))
+    se_slope = float(fit.stderr) if n > 2 else math.nan
+    se_int = float(fit.intercept_stderr) if n > 2 else math.nan
     t = float(stats.t.ppf(1 - alpha / 2, n - 2))
-    r = sxy / math.sqrt(sxx * syy) if syy > 0 else math.nan
+    r = float(fit.rvalue) if np.ptp(y) > 0 else math.nan
     return RegressionResult(
         method="ols",
         slope=float(slope),

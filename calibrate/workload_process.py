@@ -2,13 +2,23 @@
 
 The workload runs in its own process (its own process group); its phase markers and
 results arrive over a pipe (``CALIBRATE_EVENTS_FD``, the protocol of :mod:`workloads.events`)
-and are written to the session's events file with their own stamps (same clock).
+and are written to the session's events file with their own stamps (same clock), each
+validated on arrival (:func:`accept_event`).
+
+Nothing it starts outlives it: while it runs, this process is a child subreaper (Linux), so
+orphans of the workload's descendants are re-parented here rather than to init, and a
+:class:`~workloads.process_group.ProcessTree` remembers every descendant (parent chain, the
+workload's session and group, and a token in the environment it hands down).  When the
+workload ends or is stopped, whatever is left is terminated and reported
+(``workload_survivors``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +31,7 @@ from typing import Any
 
 from calibrate.session import Session
 from workloads.events import ENV_FD
-from workloads.process_group import terminate_group
+from workloads.process_group import ProcessTree, terminate_group, terminate_tree
 
 
 @dataclass
@@ -34,17 +44,117 @@ class WorkloadRun:
     metrics: dict[str, float] = field(default_factory=dict)
     returncode: int | None = None
     terminated: bool = False  # ended by us (at --duration or on interrupt)
-    bad_lines: int = 0
+    bad_lines: int = 0  # event lines refused whole (not JSON, no kind, bad stamp, over MAX_LINE)
+    bad_fields: int = 0  # fields dropped from accepted events (wrong type, non-finite, ...)
+    survivors: list[dict[str, Any]] = field(default_factory=list)  # {pid, name, killed}: left running
+    pump_cpu_s: float = 0.0  # CPU time of the thread that read the events pipe (recorder overhead)
+    watch_cpu_s: float = 0.0  # CPU time of watching the process tree and ending survivors
 
 
 MAX_SKEW_NS = 86_400 * 10**9  # an event stamp more than a day from now is not on our clock
+MAX_LINE = 64 * 1024  # bytes; a longer event line is refused (and skipped to its newline)
+MAX_STRING = 1000  # characters kept of a string field (longer ones are truncated)
+MAX_NAME = 100  # characters of a phase / metric name (a longer one is refused)
+MAX_FIELDS = 100  # fields per event
+MAX_ITEMS = 1000  # items of a list / dict inside a field
+MAX_DEPTH = 4  # nesting of lists / dicts inside a field
+MAX_INT = 2**63 - 1  # an integer field must fit an int64 column
+#: fields that are numbers wherever they appear in a result or metric (null: not measured)
+NUMERIC_FIELDS = frozenset({
+    "accuracy", "loss", "val_loss", "val_accuracy", "images_per_s", "value", "duration_s",
+    "train_s", "warmup_s", "samples_seen", "steps", "epochs_completed", "energy_j", "cpu_s",
+    "busy_s", "mean_utilisation", "target_utilisation", "bytes_moved", "gb_per_s", "tflops",
+    "matmuls", "threads", "parameters", "trainable_parameters", "image_size", "batch_size",
+    "num_classes", "returncode",
+})
+_RESERVED = ("t_ns", "kind", "source")
+_INVALID = object()
+
+
+def _is_number(v: Any) -> bool:
+    """A finite real number: int (int64 range) or float; not bool, not a string."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return -MAX_INT - 1 <= v <= MAX_INT
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _is_name(v: Any) -> bool:
+    """A short printable name (phase, metric): 1..MAX_NAME characters, no control characters."""
+    return isinstance(v, str) and 0 < len(v) <= MAX_NAME and v.isprintable()
+
+
+def _clean(v: Any, depth: int = 0) -> Any:
+    """A field value made safe to record, or _INVALID: strings truncated, numbers finite,
+    containers bounded (an invalid item inside a container invalidates the whole field)."""
+    if v is None or isinstance(v, bool) or _is_number(v):
+        return v
+    if isinstance(v, str):
+        return v[:MAX_STRING]
+    if depth >= MAX_DEPTH:
+        return _INVALID
+    if isinstance(v, list) and len(v) <= MAX_ITEMS:
+        items = [_clean(x, depth + 1) for x in v]
+        return _INVALID if any(x is _INVALID for x in items) else items
+    if isinstance(v, dict) and len(v) <= MAX_ITEMS:
+        out = {k[:MAX_NAME]: _clean(x, depth + 1) for k, x in v.items()}
+        return _INVALID if any(x is _INVALID for x in out.values()) else out
+    return _INVALID
+
+
+def _validate_fields(event: dict, run: WorkloadRun) -> bool:
+    """Drop (and count in ``run.bad_fields``) every invalid field of ``event``, in place.
+
+    ``result`` / ``metric``: the :data:`NUMERIC_FIELDS` are finite real numbers (or null);
+    ``metric`` needs a valid ``name`` and a numeric ``value``; ``phase_start`` / ``phase_end``
+    need a valid ``phase`` (short, printable).  Elsewhere numbers must be finite, strings are
+    cut to :data:`MAX_STRING`, and lists / dicts are bounded.  False when a field the kind
+    cannot do without was dropped: such an event is not recorded at all.
+    """
+    kind = event["kind"]
+    numeric = kind in ("result", "metric")
+    extra = [k for k in event if k not in _RESERVED][MAX_FIELDS:]
+    for k in extra:  # past the first MAX_FIELDS fields
+        del event[k]
+        run.bad_fields += 1
+    for k in list(event):
+        if k in _RESERVED:
+            continue
+        v = event[k]
+        if not _is_name(k):
+            ok = False
+        elif k in ("phase", "name"):
+            ok = _is_name(v) or (v is None and k == "phase" and kind not in ("phase_start", "phase_end"))
+        elif numeric and k in NUMERIC_FIELDS:
+            ok = _is_number(v) or (v is None and not (kind == "metric" and k == "value"))
+        else:
+            v = _clean(v)
+            ok = v is not _INVALID
+        if ok:
+            event[k] = v
+        else:
+            del event[k]
+            run.bad_fields += 1
+    if kind in ("phase_start", "phase_end"):
+        return "phase" in event
+    if kind == "metric":
+        return "name" in event and "value" in event
+    return True
 
 
 def accept_event(line: bytes, run: WorkloadRun) -> dict | None:
-    """One event line from the workload, validated; None (and counted) if malformed."""
+    """One event line from the workload, validated; None (and counted) if malformed.
+
+    A line that is not a JSON object with a short printable ``kind`` and a stamp on our clock
+    is refused whole (``run.bad_lines``); within an accepted event, invalid fields are dropped
+    and counted (``run.bad_fields``, see :func:`_validate_fields`).  A phase marker without a
+    valid ``phase`` or a metric without a valid ``name`` and ``value`` is not recorded (counted
+    both as a bad field and a bad line).
+    """
     try:
         event = json.loads(line)
-        if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
+        if not isinstance(event, dict) or not _is_name(event.get("kind")):
             raise ValueError
         now = time.monotonic_ns()
         t = event.get("t_ns", now)
@@ -56,50 +166,83 @@ def accept_event(line: bytes, run: WorkloadRun) -> dict | None:
     except (ValueError, TypeError, OverflowError, RecursionError):
         run.bad_lines += 1
         return None
+    if not _validate_fields(event, run):
+        run.bad_lines += 1
+        return None
     event["t_ns"] = t
     event["source"] = "workload"
     return event
+
+
+def _handle(line: bytes, session: Session, run: WorkloadRun) -> None:
+    if not line.strip():
+        return
+    event = accept_event(line, run)
+    if event is None:
+        return
+    kind = event["kind"]
+    if kind == "phase_start":
+        run.phase = event["phase"]
+    elif kind == "result":
+        run.result.update({k: v for k, v in event.items() if k not in _RESERVED})
+    elif kind == "metric":
+        run.metrics[event["name"]] = float(event["value"])
+    assert session.events is not None
+    session.events.write(event)
 
 
 def pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
     """Copy JSON event lines from the workload's pipe into the session's events file.
 
     Malformed lines are counted, never fatal: the pipe is drained to the end whatever the
-    workload writes, so it can never block on a full pipe.
+    workload writes, so it can never block on a full pipe.  Linear in what is read (only
+    each new chunk is searched for newlines) and bounded in memory: a line longer than
+    :data:`MAX_LINE` bytes is counted as one bad line and skipped up to its newline.  The
+    thread's CPU time is left in ``run.pump_cpu_s``.
     """
-    buf = b""
-    with os.fdopen(fd, "rb", buffering=0) as pipe:
-        while True:
-            try:
-                chunk = pipe.read(65536)
-            except OSError:
-                chunk = b""
-            last = not chunk
-            buf += chunk
-            lines = buf.split(b"\n")
-            buf = b"" if last else lines.pop()  # at EOF a final line without newline still counts
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = accept_event(line, run)
-                if event is None:
-                    continue
-                kind = event["kind"]
-                if kind == "phase_start":
-                    run.phase = str(event.get("phase"))
-                elif kind == "result":
-                    run.result.update({k: v for k, v in event.items() if k not in ("t_ns", "kind", "source")})
-                elif kind == "metric" and isinstance(event.get("value"), (int, float)):
-                    run.metrics[str(event.get("name"))] = float(event["value"])
-                assert session.events is not None
-                session.events.write(event)
-            if last:
-                return
+    parts: list[bytes] = []  # the line being assembled, at most MAX_LINE bytes
+    size = 0
+    skipping = False  # inside an over-long line, until its newline
+    try:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while True:
+                try:
+                    chunk = pipe.read(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                start = 0
+                while True:
+                    nl = chunk.find(b"\n", start)
+                    end = len(chunk) if nl < 0 else nl
+                    if not skipping:
+                        if size + end - start > MAX_LINE:
+                            run.bad_lines += 1
+                            parts, size, skipping = [], 0, True
+                        else:
+                            parts.append(chunk[start:end])
+                            size += end - start
+                    if nl < 0:
+                        break
+                    if not skipping:
+                        _handle(b"".join(parts), session, run)
+                    parts, size, skipping = [], 0, False
+                    start = nl + 1
+            if parts and not skipping:  # at EOF a final line without newline still counts
+                _handle(b"".join(parts), session, run)
+    finally:
+        run.pump_cpu_s = time.thread_time()
+
+
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 1, 36, 37
+TREE_ENV = "CALIBRATE_WORKLOAD_TOKEN"  # handed down to everything the workload starts
+TREE_POLL_S = 0.5  # how often the workload's process tree is scanned while it runs
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a killed recorder takes its workload along
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)  # a killed recorder takes its workload along
 
 
 def _load_prctl():
@@ -112,6 +255,43 @@ def _load_prctl():
 
 
 _PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+_reaper_lock = threading.Lock()
+_reaper_users = 0
+_reaper_was = 0
+
+
+def _subreaper(on: bool) -> None:
+    """Make this process a child subreaper while any workload runs (restored after the last)."""
+    global _reaper_users, _reaper_was
+    if _PRCTL is None:
+        return
+    import ctypes
+
+    with _reaper_lock:
+        if on:
+            if _reaper_users == 0:
+                was = ctypes.c_int(0)
+                _PRCTL(PR_GET_CHILD_SUBREAPER, ctypes.byref(was))
+                _reaper_was = was.value
+                _PRCTL(PR_SET_CHILD_SUBREAPER, 1)
+            _reaper_users += 1
+        else:
+            _reaper_users -= 1
+            if _reaper_users == 0 and not _reaper_was:
+                _PRCTL(PR_SET_CHILD_SUBREAPER, 0)
+
+
+def end_survivors(session: Session, tree: ProcessTree, run: WorkloadRun) -> None:
+    """Terminate what the workload left running; record it (``workload_survivors``)."""
+    c0 = time.thread_time()
+    try:
+        found = terminate_tree(tree)
+    finally:
+        run.watch_cpu_s += time.thread_time() - c0
+    run.survivors = [{"pid": p.pid, "name": p.name, "killed": killed} for p, killed in found]
+    if found:
+        session.mark("workload_survivors", pids=[p.pid for p, _ in found], names=[p.name for p, _ in found],
+                     killed=[p.pid for p, k in found if k])
 
 
 def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: threading.Event,
@@ -123,48 +303,63 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
     start -- the duration for an external command; for a workload that keeps its own
     duration, its duration plus a grace period, so that it can finish its evaluation.
     The workload dies with the recorder (PR_SET_PDEATHSIG on Linux), and whatever happens
-    here it is never left running.
+    here it is never left running -- nor is anything it started: when it ends, every
+    remaining descendant (left in its group, moved out with ``setsid``, or orphaned) is
+    terminated (SIGTERM, SIGKILL after 2 s) and listed in ``run.survivors``.
     """
     run = WorkloadRun(list(argv))
     r, w = os.pipe()
-    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1"})
+    token = f"{TREE_ENV}={secrets.token_hex(16)}"
+    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1", TREE_ENV: token.split("=", 1)[1]})
     with log_path.open("ab") as log:
         if phase_name:
             session.begin(phase_name)
+        _subreaper(True)
         try:
-            proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,), stdout=log, stderr=log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent if _PRCTL is not None else None)
-        except OSError as exc:
-            os.close(r)
+            try:
+                proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,), stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent if _PRCTL is not None else None)
+            except OSError as exc:
+                os.close(r)
+                os.close(w)
+                if phase_name:
+                    session.end(phase_name)
+                raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
+            tree = ProcessTree(proc.pid, token=token)
             os.close(w)
-            if phase_name:
-                session.end(phase_name)
-            raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
-        os.close(w)
-        pump = threading.Thread(target=pump_events, args=(r, session, run), daemon=True)
-        pump.start()
-        session.mark("workload_started", pid=proc.pid, argv=list(argv))
-        deadline = time.monotonic() + stop_after_s if stop_after_s else None
-        terminated = False
-        last_progress = 0.0
-        try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                if (stop.is_set() or (deadline and now >= deadline)) and not terminated:
+            pump = threading.Thread(target=pump_events, args=(r, session, run), daemon=True)
+            pump.start()
+            session.mark("workload_started", pid=proc.pid, argv=list(argv))
+            deadline = time.monotonic() + stop_after_s if stop_after_s else None
+            terminated = False
+            last_progress = last_scan = 0.0
+            try:
+                while proc.poll() is None:
+                    now = time.monotonic()
+                    if (stop.is_set() or (deadline and now >= deadline)) and not terminated:
+                        terminate_group(proc)
+                        terminated = True
+                    if now - last_scan >= TREE_POLL_S:  # remember descendants before they are orphaned
+                        c0 = time.thread_time()
+                        tree.poll()
+                        run.watch_cpu_s += time.thread_time() - c0
+                        last_scan = now
+                    if progress and now - last_progress >= 1.0:
+                        progress(run)
+                        last_progress = now
+                    time.sleep(0.1)
+            finally:
+                if proc.poll() is None:  # an error here: never leave the workload running
                     terminate_group(proc)
                     terminated = True
-                if progress and now - last_progress >= 1.0:
-                    progress(run)
-                    last_progress = now
-                time.sleep(0.1)
+                run.returncode, run.terminated = proc.returncode, terminated
+                end_survivors(session, tree, run)  # before the join: survivors may hold the pipe
+                pump.join(timeout=5)
+                if phase_name:
+                    session.end(phase_name)
+                session.mark("workload_exited", returncode=proc.returncode, terminated=terminated,
+                             survivors=len(run.survivors), bad_lines=run.bad_lines, bad_fields=run.bad_fields)
         finally:
-            if proc.poll() is None:  # an error here: never leave the workload running
-                terminate_group(proc)
-                terminated = True
-            run.returncode, run.terminated = proc.returncode, terminated
-            pump.join(timeout=5)
-            if phase_name:
-                session.end(phase_name)
-            session.mark("workload_exited", returncode=proc.returncode, terminated=terminated)
+            _subreaper(False)
     return run

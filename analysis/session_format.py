@@ -78,6 +78,20 @@ def safe_name(channel_id: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in channel_id)
 
 
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,79}")
+
+
+def check_path_component(name: Any, what: str = "name") -> str:
+    """``name`` if it can be one path component as it is: 1-80 of ``[A-Za-z0-9._+-]``, not
+    starting with a dot or dash (so no separator, no ``..``, no control character, no hidden
+    file); ValueError (one line) otherwise."""
+    if not isinstance(name, str) or not _COMPONENT.fullmatch(name):
+        shown = repr(name)[:60].encode("ascii", "backslashreplace").decode()
+        raise ValueError(f"{what} {shown} cannot name a file: use 1-80 letters, digits, '.', '_', '+' "
+                         "or '-', not starting with '.' or '-'")
+    return name
+
+
 def trace_path(folder: Path | str, channel_id: str) -> Path:
     """Where a channel's trace lives in a session folder."""
     return Path(folder) / TRACE_DIR / f"{safe_name(channel_id)}.csv"

@@ -313,6 +313,8 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
             if run is not None:
                 session.workload.update({"returncode": run.returncode, "terminated_at_duration": run.terminated,
                                          "result": run.result})
+                recorder.account_cpu("workload-events", run.pump_cpu_s)  # the pump and the process
+                recorder.account_cpu("workload-watch", run.watch_cpu_s)  # watch count as overhead
             session.stop(status)
     result = BenchResult(session.path, status, workload, run)
     if plan.analyse:

@@ -39,9 +39,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union
 
-from analysis.session_format import read_status, write_json_atomic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from analysis.numbers import fmt_number
+from analysis.session_format import check_path_component, read_status, write_json_atomic
 from calibrate.bench import BenchPlan, run_bench
 from calibrate.console import ConsoleReporter, print_result
 from calibrate.errors import UsageError
@@ -51,52 +54,128 @@ STATE_FILE = "campaign.json"
 WARMUP_DEFAULT_S = 60.0  # a warm-up without a duration runs this long
 
 
+MAX_RUNS = 10_000  # runs x repetitions: a campaign of more is a typo, not a plan
+
+Seconds = Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ParamValue = Union[bool, int, float, str]  # noqa: UP007 - pydantic tries the members in order
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class WarmupSpec(_Schema):
+    workload: Name
+    params: dict[str, ParamValue] = {}
+
+
+class RunSpec(_Schema):
+    workload: Name
+    params: dict[str, ParamValue] = {}
+    label: str | None = None
+    command: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=256)] | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label_names_a_folder(cls, v: str | None) -> str | None:
+        return None if v is None else check_path_component(v, "label")
+
+
+class CampaignSpec(_Schema):
+    name: Name | None = None
+    meters: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(min_length=1, max_length=64)]
+    reference: Name | None = None
+    repetitions: Annotated[int, Field(ge=1, le=MAX_RUNS)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    baseline_s: Seconds = 10.0
+    cooldown_max_s: Seconds = 0.0
+    cooldown_tolerance: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.05
+    window_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] | None = None
+    location: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    intensity: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)] | None = None
+    pue: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] | None = None
+    out: Name | None = None
+    warmup: WarmupSpec | None = None
+
+
+class PlanSpec(_Schema):
+    campaign: CampaignSpec
+    run: Annotated[list[RunSpec], Field(min_length=1, max_length=MAX_RUNS)]
+
+
+def plan_error(path: Path, exc: ValidationError) -> UsageError:
+    """The first schema error as one line: the file, the key, what is allowed, what was given."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    if loc[:1] == ["run"] and len(loc) > 1:
+        where = f"[[run]] {int(loc[1]) + 1}" + (f" {'.'.join(loc[2:])}" if loc[2:] else "")
+    elif loc:
+        where = f"[{loc[0]}] {'.'.join(loc[1:])}".rstrip()
+    else:
+        where = "plan"
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "is required"
+    elif "input" in err and err["type"] != "value_error":
+        msg += f" (got {str(err['input'])[:40]!r})"
+    return UsageError(f"{path}: {where}: {msg}".encode("ascii", "backslashreplace").decode())
+
+
 def load_plan(path: Path) -> dict[str, Any]:
+    """Read and validate a campaign plan (TOML); UsageError (one line) naming the key."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10: tomli is a dependency there
         import tomli as tomllib
 
     try:
+        if path.stat().st_size > 1 << 20:
+            raise UsageError(f"{path}: a plan is at most 1 MiB")
         plan = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"plan {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"plan {path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from None
-    camp = plan.get("campaign")
-    runs = plan.get("run")
-    if not isinstance(camp, dict) or not isinstance(runs, list) or not runs:
-        raise UsageError(f"{path}: needs a [campaign] table and at least one [[run]]")
-    known = {"name", "meters", "reference", "repetitions", "seed", "baseline_s", "cooldown_max_s",
-             "cooldown_tolerance", "window_s", "location", "out", "warmup", "intensity", "pue"}
-    unknown = set(camp) - known
-    if unknown:
-        raise UsageError(f"{path}: unknown [campaign] key(s) {', '.join(sorted(unknown))}")
-    if not camp.get("meters"):
-        raise UsageError(f"{path}: [campaign] meters = [...] is required")
-    for key, conv in (("repetitions", int), ("seed", int), ("baseline_s", float), ("cooldown_max_s", float),
-                      ("cooldown_tolerance", float)):
-        if key in camp:
-            try:
-                value = conv(camp[key])
-            except (TypeError, ValueError):
-                raise UsageError(f"{path}: [campaign] {key} = {camp[key]!r} is not a number") from None
-            if value < 0 or (key == "repetitions" and value < 1):
-                raise UsageError(f"{path}: [campaign] {key} must be {'>= 1' if key == 'repetitions' else '>= 0'}")
-    warm = camp.get("warmup")
-    if warm is not None and (not isinstance(warm, dict) or "workload" not in warm):
-        raise UsageError(f"{path}: [campaign.warmup] needs workload = \"...\"")
-    for i, r in enumerate(runs):
-        if "workload" not in r:
-            raise UsageError(f"{path}: run {i + 1} has no workload")
-        extra = set(r) - {"workload", "params", "label", "command"}
-        if extra:
-            raise UsageError(f"{path}: run {i + 1}: unknown key(s) {', '.join(sorted(extra))}")
+    try:
+        spec = PlanSpec.model_validate(plan)
+    except ValidationError as exc:
+        raise plan_error(path, exc) from None
+    if len(spec.run) * spec.campaign.repetitions > MAX_RUNS:
+        raise UsageError(f"{path}: {len(spec.run)} runs x {spec.campaign.repetitions} repetitions is over "
+                         f"{MAX_RUNS} sessions")
+    for r in spec.run:
+        check_path_component(_label(r.model_dump()), "[[run]] workload used as a label")
     return plan
 
 
 def _label(run: dict[str, Any]) -> str:
     return str(run.get("label") or run["workload"])
+
+
+def check_resumed_order(order: list[dict[str, Any]], plan: dict[str, Any]) -> None:
+    """Check a resumed campaign's order against its plan: an id is a folder name, so one
+    that the plan does not give (a tampered campaign.json) is refused, never used."""
+    reps = int(plan["campaign"].get("repetitions", 1))
+    seen = set()
+    for n, it in enumerate(order, 1):
+        try:
+            run, rep = int(it["run"]), int(it["rep"])
+            label = _label(plan["run"][run])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise UsageError(f"campaign.json: order item {n} does not match the plan") from None
+        want = f"{n:03d}-{label}-rep{rep}"
+        if not (0 < rep <= reps) or it.get("id") != want or it.get("label") != label or want in seen \
+                or it.get("status") not in ("pending", "running", "complete", "failed", "interrupted"):
+            raise UsageError(f"campaign.json: order item {n} ({str(it.get('id'))[:40]!r}) does not match the plan; "
+                             "start a new campaign (another out=)")
+        seen.add(want)
+    if len(order) != len(plan["run"]) * reps:
+        raise UsageError("campaign.json: the order does not match the plan; start a new campaign (another out=)")
 
 
 def make_order(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,9 +223,13 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
     if state_path.exists():
         if not resume:
             raise UsageError(f"{out} already holds a campaign: add --resume to continue it, or change out=")
-        state = json.loads(state_path.read_text())
-        if state.get("plan") != plan:
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"{state_path}: not readable ({str(exc)[:80]})") from None
+        if not isinstance(state, dict) or state.get("plan") != plan or not isinstance(state.get("order"), list):
             raise UsageError(f"{plan_path} changed since the campaign started; resume needs the same plan")
+        check_resumed_order(state["order"], plan)
     else:
         out.mkdir(parents=True, exist_ok=True)
         state = {"format": "calibrate-campaign/1", "plan": plan, "plan_file": str(plan_path),
@@ -196,8 +279,10 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
     print(f"\ncampaign: {len(sessions)} run(s) complete, {failures} failed")
     for row in report.get("per_workload", []):
         e = row.get("energy_j") or {}
-        print(f"  {row['workload']}: energy {e.get('mean', float('nan')):.1f} J "
-              f"[95% CI {e.get('ci', [float('nan')] * 2)[0]:.1f}, {e.get('ci', [float('nan')] * 2)[1]:.1f}] over {row['runs']} run(s)")
+        lo, hi = (list(e.get("ci") or []) + [None, None])[:2]
+        ci = (f"[95% CI {fmt_number(lo, grouping=False)}, {fmt_number(hi, grouping=False)}]" if lo is not None and hi is not None
+              else "(no CI from one run)" if row["runs"] < 2 else "(no CI)")
+        print(f"  {row['workload']}: energy {fmt_number(e.get('mean'), grouping=False)} J {ci} over {row['runs']} run(s)")
     print(f"report: {out / 'campaign_report.html'}")
     return 0 if failures == 0 else 1
 

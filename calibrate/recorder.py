@@ -157,6 +157,11 @@ class Recorder:
         """CPU time spent in the polling threads so far, wake-ups and flushes included (s)."""
         return sum(self._thread_cpu.values())
 
+    def account_cpu(self, label: str, cpu_s: float) -> None:
+        """Count CPU time (s) that bench threads outside the recorder spent on the session
+        (the workload's event pump, its process watch) in the overhead it reports."""
+        self._thread_cpu[label] = float(cpu_s)
+
     def summary(self) -> dict[str, Any]:
         wall_s = max((self._stopped_ns or self.clock()) - self._started_ns, 1) / 1e9
         cpu = self.cpu_seconds()

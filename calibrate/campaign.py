@@ -276,15 +276,24 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
 
     sessions = [out / it["id"] for it in state["order"] if it["status"] == "complete"]
     report = write_campaign_report(out, sessions, reference=camp.get("reference"))
-    print(f"\ncampaign: {len(sessions)} run(s) complete, {failures} failed")
+    print(campaign_lines(report, len(sessions), failures, out))
+    return 0 if failures == 0 else 1
+
+
+def campaign_lines(report: dict[str, Any], complete: int, failures: int, out: Path) -> str:
+    """What a campaign prints at its end: runs, energy per workload (J, with its 95 % CI
+    when there are runs enough for one), the report's path."""
+    lines = [f"\ncampaign: {complete} run(s) complete, {failures} failed"]
     for row in report.get("per_workload", []):
         e = row.get("energy_j") or {}
         lo, hi = (list(e.get("ci") or []) + [None, None])[:2]
-        ci = (f"[95% CI {fmt_number(lo, grouping=False)}, {fmt_number(hi, grouping=False)}]" if lo is not None and hi is not None
-              else "(no CI from one run)" if row["runs"] < 2 else "(no CI)")
-        print(f"  {row['workload']}: energy {fmt_number(e.get('mean'), grouping=False)} J {ci} over {row['runs']} run(s)")
-    print(f"report: {out / 'campaign_report.html'}")
-    return 0 if failures == 0 else 1
+        ci = (f"[95% CI {fmt_number(lo, grouping=False)}, {fmt_number(hi, grouping=False)}]"
+              if lo is not None and hi is not None
+              else "(no CI from one run)" if row.get("runs", 0) < 2 else "(no CI)")
+        lines.append(f"  {row['workload']}: energy {fmt_number(e.get('mean'), grouping=False)} J {ci} "
+                     f"over {row.get('runs', 0)} run(s)")
+    lines.append(f"report: {out / 'campaign_report.html'}")
+    return "\n".join(lines)
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:

@@ -90,3 +90,13 @@ def test_fuzzed_campaign_fields_load_or_fail_in_one_line(tmp_path, key, value):
     except campaign.ValidationError as exc:
         msg = str(campaign.plan_error(tmp_path / "fuzz.toml", exc))
         assert "\n" not in msg and msg.startswith(str(tmp_path / "fuzz.toml")) and key in msg
+
+
+def test_end_lines_with_one_run_per_workload(tmp_path):
+    from calibrate.campaign import campaign_lines
+
+    report = {"per_workload": [{"workload": "idle", "runs": 1, "energy_j": {"mean": 1234.56, "ci": [None, None]}},
+                               {"workload": "sq", "runs": 3, "energy_j": {"mean": 10.0, "ci": [9.0, 11.0]}}]}
+    text = campaign_lines(report, 4, 0, tmp_path)
+    assert "idle: energy 1234.6 J (no CI from one run) over 1 run(s)" in text
+    assert "sq: energy 10.0 J [95% CI 9.0, 11.0] over 3 run(s)" in text

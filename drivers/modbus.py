@@ -47,11 +47,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.base import (
     STANDARD_QUANTITIES,
@@ -175,57 +178,115 @@ def load_profile(spec: str) -> Profile:
         if not path.is_file():
             raise MeterConfigError(f"unknown Modbus profile {spec!r}; built in: {', '.join(builtin_profiles())} "
                                    "(or give a path to your own .toml, see drivers/modbus.py)")
-    data = _load_toml(path)
-    where = f"profile {path}"
-    meter = data.get("meter", {})
-    raw_q = data.get("quantities", {})
-    if not isinstance(meter, dict) or not isinstance(raw_q, dict):
+    return parse_profile(_load_toml(path), name=path.stem, where=f"profile {path}", source=str(path))
+
+
+# -- the profile schema (pydantic v2): every key typed, ranged and finite, nothing unknown --
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _MeterTable(BaseModel):
+    """``[meter]``: the meter's identity, register function, defaults and read planning."""
+
+    model_config = _STRICT
+    model: str | None = Field(None, min_length=1, max_length=200)
+    function: Literal[3, 4] = 4
+    word_order: Literal["big", "little"] = "big"
+    default_unit: int = Field(1, ge=0, le=247)
+    default_baud: int = Field(9600, ge=300, le=921600)
+    default_parity: Literal["N", "E", "O"] = "N"
+    default_stopbits: Literal[1, 2] | float = 1
+    update_interval_s: float | None = Field(None, gt=0, le=3600)
+    max_gap: int = Field(0, ge=0, le=MODBUS_MAX_REGISTERS)
+    max_block: int = Field(MODBUS_MAX_REGISTERS, ge=2, le=MODBUS_MAX_REGISTERS)
+
+    @field_validator("default_stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("must be 1, 1.5 or 2")
+        return float(v)
+
+
+class _QuantityTable(BaseModel):
+    """``[quantities.<name>]``: where a quantity lives and how its registers scale."""
+
+    model_config = _STRICT
+    address: int = Field(ge=0, le=0xFFFF)
+    type: Literal["float32", "int16", "uint16", "int32", "uint32"] = "float32"
+    scale: float = Field(1.0, gt=0, le=1e9)
+    unit: str | None = None
+    resolution: float | None = Field(None, gt=0, le=1e9)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() not in ENERGY_UNITS_J:
+            raise ValueError(f"unit {v[:20]!r}; use kWh, Wh or J")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> _QuantityTable:
+        if self.address + TYPES[self.type][0] > 0x10000:
+            raise ValueError(f"address 0x{self.address:04X} + {TYPES[self.type][0]} registers is past "
+                             "the Modbus address space (0..65535)")
+        return self
+
+
+class _ProfileFile(BaseModel):
+    model_config = _STRICT
+    meter: _MeterTable = Field(default_factory=_MeterTable)
+    quantities: dict[str, _QuantityTable]
+
+    @field_validator("quantities", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name in v:
+                if name not in STANDARD_QUANTITIES:
+                    raise ValueError(f"unknown quantity {str(name)[:40]!r}; use {', '.join(STANDARD_QUANTITIES)}")
+            if "power_w" not in v:
+                raise ValueError("needs [quantities.power_w]")
+        return v
+
+    @model_validator(mode="after")
+    def _energy_only(self) -> _ProfileFile:
+        for name, q in self.quantities.items():
+            if name != "energy_j" and (q.unit is not None or q.resolution is not None):
+                raise ValueError(f"quantities.{name}: unit/resolution apply to energy_j only")
+        return self
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first pydantic error as ``key.path: what is allowed (got X)``, one line."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-after"))
+    msg = re.sub(r" or instance of \w+", "", str(err.get("msg", "invalid")).removeprefix("Value error, "))
+    got = err.get("input")
+    tail = f" (got {got!r:.40})" if err.get("type") != "missing" and not isinstance(got, dict) else ""
+    text = f"{loc}: {msg}{tail}" if loc else f"{msg}"
+    return " ".join(text.split())
+
+
+def parse_profile(data: Any, name: str, where: str, source: str = "") -> Profile:
+    """A :class:`Profile` from a profile's parsed TOML; any flaw -> one-line MeterConfigError."""
+    if not isinstance(data, dict) or "quantities" not in data:
         raise MeterConfigError(f"{where}: needs [meter] and [quantities.<name>] tables")
-    unknown = set(meter) - {"model", "function", "word_order", "default_unit", "default_baud", "default_parity",
-                            "default_stopbits", "update_interval_s", "max_gap", "max_block"}
-    if unknown:
-        raise MeterConfigError(f"{where}: unknown [meter] key(s) {', '.join(sorted(unknown))}")
+    try:
+        doc = _ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        raise MeterConfigError(f"{where}: {_first_error(exc)}") from None
     quantities: dict[str, Quantity] = {}
-    for name, q in raw_q.items():
-        if name not in STANDARD_QUANTITIES:
-            raise MeterConfigError(f"{where}: unknown quantity {name!r}; use {', '.join(STANDARD_QUANTITIES)}")
-        if not isinstance(q, dict) or not isinstance(q.get("address"), int) or not 0 <= q["address"] <= 0xFFFF:
-            raise MeterConfigError(f"{where}: quantities.{name} needs an integer address 0..65535")
-        bad = set(q) - {"address", "type", "scale", "unit", "resolution"}
-        if bad:
-            raise MeterConfigError(f"{where}: quantities.{name}: unknown key(s) {', '.join(sorted(bad))}")
-        typ = q.get("type", "float32")
-        if typ not in TYPES:
-            raise MeterConfigError(f"{where}: quantities.{name}.type {typ!r}; use {', '.join(TYPES)}")
-        to_j, res_j = 1.0, None
-        if name == "energy_j":
-            unit = str(q.get("unit", "kWh")).lower()
-            if unit not in ENERGY_UNITS_J:
-                raise MeterConfigError(f"{where}: quantities.energy_j.unit {unit!r}; use kWh, Wh or J")
-            to_j = ENERGY_UNITS_J[unit]
-            if "resolution" in q:
-                res_j = float(q["resolution"]) * to_j
-        elif "unit" in q or "resolution" in q:
-            raise MeterConfigError(f"{where}: unit/resolution apply to energy_j only")
-        quantities[name] = Quantity(name, int(q["address"]), typ, float(q.get("scale", 1.0)), to_j, res_j)
-    if "power_w" not in quantities:
-        raise MeterConfigError(f"{where}: needs [quantities.power_w]")
-    function = int(meter.get("function", 4))
-    if function not in (3, 4):
-        raise MeterConfigError(f"{where}: function must be 3 (holding) or 4 (input registers)")
-    word_order = str(meter.get("word_order", "big"))
-    if word_order not in ("big", "little"):
-        raise MeterConfigError(f"{where}: word_order must be big or little")
-    max_block = int(meter.get("max_block", MODBUS_MAX_REGISTERS))
-    if not 2 <= max_block <= MODBUS_MAX_REGISTERS:
-        raise MeterConfigError(f"{where}: max_block must be 2..{MODBUS_MAX_REGISTERS}")
+    for qname, q in doc.quantities.items():
+        to_j = ENERGY_UNITS_J[(q.unit or "kWh").lower()] if qname == "energy_j" else 1.0
+        res_j = q.resolution * to_j if q.resolution is not None else None
+        quantities[qname] = Quantity(qname, q.address, q.type, q.scale, to_j, res_j)
+    m = doc.meter
     return Profile(
-        name=path.stem, model=str(meter.get("model", path.stem)), quantities=quantities, function=function,
-        word_order=word_order, default_unit=int(meter.get("default_unit", 1)),
-        default_baud=int(meter.get("default_baud", 9600)), default_parity=str(meter.get("default_parity", "N")),
-        default_stopbits=float(meter.get("default_stopbits", 1)),
-        update_interval_s=float(meter["update_interval_s"]) if "update_interval_s" in meter else None,
-        max_gap=int(meter.get("max_gap", 0)), max_block=max_block, source=str(path),
+        name=name, model=m.model or name, quantities=quantities, function=m.function,
+        word_order=m.word_order, default_unit=m.default_unit, default_baud=m.default_baud,
+        default_parity=m.default_parity, default_stopbits=float(m.default_stopbits),
+        update_interval_s=m.update_interval_s, max_gap=m.max_gap, max_block=m.max_block, source=source,
     )
 
 
@@ -239,6 +300,7 @@ class ModbusMeter(Meter):
 
     kind = "modbus"
     default_interval_s = 1.0
+    min_interval_s = 0.05  # a serial/TCP request and reply per block
 
     def __init__(self, target: str, profile: Profile, tcp: bool = False, unit: int | None = None,
                  baudrate: int | None = None, parity: str | None = None, stopbits: float | None = None,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.session_format import TRACE_DIR, EventWriter, TraceWriter, trace_path
+from analysis.session_format import SEGMENT_BREAKS, TRACE_DIR, EventWriter, TraceWriter, trace_path
 from calibrate.clock import midpoint
 from drivers.base import Channel, Meter, MeterConfigError, MeterDisconnected, MeterReadError
 
@@ -37,6 +37,8 @@ RECONNECT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.5
 MAX_SLEEP_S = 0.25  # a stop request is seen within this long
 MAX_LOGGED_FAULTS = 20  # per meter and code; later ones are only counted
+FAULT_ROWS_PER_S = 10.0  # fault rows a meter may write a second (a burst of as many); the rest are counted
+PUSH_FAULT_BACKOFF_S = 0.02  # a push meter whose read failed is read again after this long, not at once
 STALL_S = 0.25  # a shared meter whose poll or reopen takes longer gets a thread of its own
 
 
@@ -51,6 +53,12 @@ class MeterState:
     last: dict[str, dict[str, float]] = field(default_factory=dict)
     connected: bool = True
     cpu_s: float = 0.0  # CPU time of this meter's polls and reopens (s)
+    fault_tokens: float = FAULT_ROWS_PER_S
+    fault_refill_ns: int = 0
+    suppressed: Counter = field(default_factory=Counter)  # fault rows not written (rate limit)
+    suppressed_since_ns: int = 0
+    suppressed_total: Counter = field(default_factory=Counter)
+    faulted: bool = False  # the last poll failed
     next_ns: int = 0
     reopen_ns: int = 0
 
@@ -144,6 +152,7 @@ class Recorder:
             joined += 1
         self._stopped_ns = self.clock()
         for st in self.states.values():
+            self._report_suppressed(st, self._stopped_ns)
             try:
                 st.meter.release()
             except Exception as exc:  # a meter that fails to close must not lose data
@@ -170,7 +179,8 @@ class Recorder:
             "cpu_s": cpu,
             "cpu_fraction_of_core": cpu / wall_s,
             "meters": {
-                name: {"samples": st.samples, "faults": dict(st.faults), "cpu_s": st.cpu_s}
+                name: {"samples": st.samples, "faults": dict(st.faults), "cpu_s": st.cpu_s,
+                       "fault_rows_not_written": sum(st.suppressed_total.values())}
                 for name, st in self.states.items()
             },
         }
@@ -204,11 +214,39 @@ class Recorder:
             return  # a read cut short by the stop is not a fault of the meter
         st.faults[code] += 1
         st.last = {}  # no current value: progress, idle sampling and cool-down must not reuse a stale one
+        if code not in SEGMENT_BREAKS and not self._take_fault_token(st, t_ns):
+            if not st.suppressed:
+                st.suppressed_since_ns = t_ns
+            st.suppressed[code] += 1  # a flood: counted, summarised, not written row by row
+            st.suppressed_total[code] += 1
+            return
+        self._report_suppressed(st, t_ns)
         for w in st.writers.values():
             w.write_fault(t_ns, rtt_ns, code)
         if st.faults[code] <= MAX_LOGGED_FAULTS:
             self.events.write({"t_ns": t_ns, "kind": "meter_fault", "meter": st.meter.name,
                                "code": code, "message": message[:300]})
+
+    @staticmethod
+    def _take_fault_token(st: MeterState, t_ns: int) -> bool:
+        """Token bucket: FAULT_ROWS_PER_S rows a second, bursts of as many."""
+        if st.fault_refill_ns:
+            st.fault_tokens = min(FAULT_ROWS_PER_S,
+                                  st.fault_tokens + (t_ns - st.fault_refill_ns) / 1e9 * FAULT_ROWS_PER_S)
+        st.fault_refill_ns = t_ns
+        if st.fault_tokens >= 1.0:
+            st.fault_tokens -= 1.0
+            return True
+        return False
+
+    def _report_suppressed(self, st: MeterState, t_ns: int) -> None:
+        """One event for the fault rows a flood left unwritten (codes and counts, and when)."""
+        if st.suppressed:
+            self.events.write({"t_ns": t_ns, "kind": "meter_faults_suppressed", "meter": st.meter.name,
+                               "since_ns": st.suppressed_since_ns, "counts": dict(st.suppressed),
+                               "message": f"{sum(st.suppressed.values())} fault rows not written "
+                                          f"(over {FAULT_ROWS_PER_S:g} a second); counted in the summary"})
+            st.suppressed.clear()
 
     def _try_reopen(self, st: MeterState) -> bool:
         """One attempt to reopen a disconnected meter; True if it is back."""
@@ -230,6 +268,7 @@ class Recorder:
     def _poll_once(self, st: MeterState) -> None:
         """One read of one meter: rows written, or the fault flagged and counted."""
         m = st.meter
+        st.faulted = True  # until the read succeeds
         t0 = self.clock()
         try:
             reading = m.read()
@@ -256,6 +295,8 @@ class Recorder:
                 if w is None:  # a channel the meter did not announce: record it anyway
                     w = self._writer(st, Channel(id=ch_id, quantities=tuple(values)))
                 w.write(t_ns, rtt_ns, values, note=reading.flags.get(ch_id, ""))
+            self._report_suppressed(st, t_ns)
+            st.faulted = False
             st.samples += 1
             st.last = reading.values
 
@@ -314,6 +355,8 @@ class Recorder:
                     self._flush(group)
                     flush_ns = now + int(FLUSH_EVERY_S * 1e9)
                 if push and group[0].connected:
+                    if group[0].faulted:  # a device spewing garbage must not cost a core
+                        self._sleep_until(self.clock() + int(PUSH_FAULT_BACKOFF_S * 1e9), self.clock())
                     continue
                 self._sleep_until(wake, self.clock())
         finally:

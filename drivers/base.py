@@ -28,6 +28,7 @@ Errors a driver raises:
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -140,11 +141,17 @@ class Meter(ABC):
     #: STALL_S it is moved to a thread of its own, so it cannot hold up the others again.
     may_stall: ClassVar[bool] = False
 
+    #: the shortest poll interval this meter can honour (s): a local software meter's read
+    #: costs CPU, a device needs time to answer, and some devices refresh only so often
+    #: (Watts Up? logs in whole seconds); a shorter ``interval`` is a MeterConfigError
+    min_interval_s: ClassVar[float] = 0.01
+    #: the longest poll interval accepted (s): beyond it a session sees too few samples to
+    #: align or compare anything
+    max_interval_s: ClassVar[float] = 3600.0
+
     def __init__(self, name: str | None = None, interval_s: float | None = None) -> None:
         self.name = name or self.kind
-        self.interval_s = float(interval_s) if interval_s else self.default_interval_s
-        if not (self.interval_s > 0):
-            raise MeterConfigError(f"{self.name}: interval must be > 0 s, got {interval_s!r}")
+        self.interval_s = self.check_interval(self.name, interval_s)
         self.channels: list[Channel] = []
         self._stop = threading.Event()
         #: things the user should know (assumed defaults, modelled values); the CLI prints them
@@ -155,6 +162,31 @@ class Meter(ABC):
         #: True once ``notes`` say which of this meter's channels are modelled and how, so
         #: the CLI does not add its generic "<channel> is MODELLED, not measured" line
         self.notes_explain_modelled = False
+
+    @classmethod
+    def check_interval(cls, name: str, interval_s: float | str | None) -> float:
+        """The poll interval to use: ``default_interval_s`` when None, else ``interval_s``
+        if it is a finite number within ``min_interval_s..max_interval_s``.  Anything else
+        (0, negative, inf, nan, below this meter's floor) raises MeterConfigError naming
+        the meter and the allowed range: a value that cannot work is refused, never
+        replaced silently."""
+        if interval_s is None:
+            return float(cls.default_interval_s)
+        lo, hi = cls.min_interval_s, cls.max_interval_s
+        allowed = f"use {lo:g} to {hi:g} s"
+        try:
+            x = float(interval_s)
+        except (TypeError, ValueError):
+            raise MeterConfigError(f"{name}: interval={interval_s!r} is not a number of seconds; {allowed}") from None
+        if not math.isfinite(x) or x <= 0:
+            raise MeterConfigError(f"{name}: interval={interval_s!r} s cannot work (it must be a finite "
+                                   f"number > 0); {allowed}")
+        if x < lo:
+            raise MeterConfigError(f"{name}: interval={x:g} s is below this meter's floor of {lo:g} s "
+                                   f"({cls.kind} cannot be polled faster); {allowed}")
+        if x > hi:
+            raise MeterConfigError(f"{name}: interval={x:g} s is above the limit of {hi:g} s; {allowed}")
+        return x
 
     def request_stop(self) -> None:
         """The session is stopping: a ``read()`` blocked on a push meter's next value gives

@@ -85,6 +85,7 @@ class CodeCarbonMeter(Meter):
 
     kind = "codecarbon"
     default_interval_s = 1.0
+    min_interval_s = MIN_STEP_S  # CodeCarbon's own step floor
     push = True  # read() waits for CodeCarbon's next step: the recorder reads back to back
 
     def __init__(self, country: str = DEFAULT_COUNTRY, measure_power_secs: float | None = None,

@@ -90,6 +90,7 @@ class NvmlMeter(Meter):
 
     kind = "nvml"
     default_interval_s = 0.2  # NVML power refreshes every 20-100 ms; energy is cumulative
+    min_interval_s = 0.01  # an in-process library call
 
     def __init__(self, indices: list[int] | None = None, name: str | None = None,
                  interval_s: float | None = None, nvml: Any = None,

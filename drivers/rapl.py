@@ -173,6 +173,7 @@ class RaplMeter(Meter):
 
     kind = "rapl"
     default_interval_s = 0.5  # energy is cumulative: the interval only sets power_w's window
+    min_interval_s = 0.01  # a sysfs read: local and cheap
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, zones: str = "", name: str | None = None,
                  interval_s: float | None = None, read_file: ReadFile | None = None,

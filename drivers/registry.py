@@ -14,6 +14,7 @@ production driver around the fake library; production drivers know nothing of fa
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,14 @@ class MeterURI:
 
     @property
     def interval_s(self) -> float | None:
-        return self.take("interval", None, float)
+        """Option ``interval`` (s), or None when absent.  Zero, negative, inf and nan are
+        refused here for every scheme (a meter's own floor and ceiling are checked by
+        :meth:`drivers.base.Meter.check_interval`), so no driver can mistake 0 for "absent"."""
+        x = self.take("interval", None, float)
+        if x is not None and not (math.isfinite(x) and x > 0):
+            raise MeterConfigError(f"{self.raw}: interval={self.options['interval']} s cannot work; "
+                                   f"give a finite number of seconds > 0 (at most {Meter.max_interval_s:g})")
+        return x
 
 
 def parse_uri(text: str) -> MeterURI:

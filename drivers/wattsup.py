@@ -77,6 +77,7 @@ class WattsUpMeter(Meter):
 
     kind = "wattsup"
     default_interval_s = 1.0
+    min_interval_s = 1.0  # the meter logs in whole seconds
     default_baud = 115200
     push = True
 

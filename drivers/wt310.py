@@ -209,6 +209,7 @@ class WT310Meter(Meter):
 
     kind = "wt310"
     default_interval_s = 1.0
+    min_interval_s = RATES_S[0]  # its fastest update rate (0.1 s)
     default_baud = 9600
     quantities = tuple(row[0] for row in ITEMS)
 

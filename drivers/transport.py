@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -180,3 +181,14 @@ class LineTransport:
                 port.close()
             except Exception:
                 pass
+
+
+_ESCAPE_RE = re.compile(r"\x9b[0-?]*[ -/]*[@-~]|\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` as one printable line for a terminal: ANSI/VT escape sequences and every
+    control character (C0, DEL, C1) removed, runs of spaces collapsed, at most ``limit``
+    characters.  For identity strings a device sends (``*IDN?``, ``#v``)."""
+    text = "".join(c for c in _ESCAPE_RE.sub("", text) if c.isprintable() and c != "\ufffd")
+    return " ".join(text.split())[:limit]

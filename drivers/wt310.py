@@ -43,7 +43,7 @@ from drivers.base import (
     MeterReadError,
     Reading,
 )
-from drivers.transport import LineTransport
+from drivers.transport import LineTransport, printable
 
 #: allowed update intervals (s) -> the wire spelling of each family
 RATES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -314,7 +314,7 @@ class WT310Meter(Meter):
     def _configure(self) -> list[Channel]:
         self.line.flush_input()
         self._write("*CLS")
-        self.identity = self.query("*IDN?", 2.0)
+        self.identity = printable(self.query("*IDN?", 2.0))  # no escapes reach a terminal
         if not self.identity.upper().startswith("YOKOGAWA") and "WT" not in self.identity.upper():
             raise MeterConfigError(f"{self.port}: *IDN? answered {self.identity[:60]!r}, not a Yokogawa WT analyzer")
         fam = family_for_identity(self.identity) if self.model == "auto" else self.model

@@ -15,6 +15,10 @@ The meter refreshes its values every ``update`` s (1 s like an SDM; shorter for 
 power is the signal's average over the last refresh period, the energy register counts
 in the profile's resolution steps (0.01 kWh for an SDM).
 
+``baud`` (pty): the meter's line speed (default: the profile's factory rate); a request the
+driver sends at another rate gets no reply, as on a real RS-485 line.  ``hostile`` replaces
+the meter by a broken device (:data:`HOSTILE`: random, partial, flood).
+
 Faults: ``exception`` (reply is exception 04, server device failure), ``crc`` (RTU reply
 with its CRC flipped), ``garbage`` (reply replaced by random bytes), ``partial`` (reply cut
 short), ``silent`` (no reply), ``nan`` (power register holds NaN), ``drop`` (the pty is
@@ -36,6 +40,40 @@ from drivers.sim.simulator import Simulator
 
 VOLTS = 230.0
 HZ = 50.0
+#: ``hostile=`` modes (a broken or malicious device, instead of the meter): ``random`` answers
+#: every request with random bytes, ``partial`` with the first half of a valid-looking reply
+#: and nothing more, ``flood`` sends random bytes non-stop whether asked or not
+HOSTILE = ("random", "partial", "flood")
+
+
+#: shortest inter-frame silence the pty pump waits for (s); 3.5 characters at 9600 baud is 4 ms
+FRAME_GAP_S = 0.01
+
+
+def crc16(data: bytes) -> bytes:
+    """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF), low byte first as on the wire."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+def _baud_of(fd: int | None) -> int | None:
+    """The line speed the driver set on the pty (termios output speed), None if unknown."""
+    import termios
+
+    if fd is None:
+        return None
+    try:
+        code = termios.tcgetattr(fd)[5]
+    except (OSError, termios.error):
+        return None
+    for name in dir(termios):
+        if name.startswith("B") and name[1:].isdigit() and getattr(termios, name) == code:
+            return int(name[1:])
+    return None
 
 
 def free_port() -> int:
@@ -79,13 +117,20 @@ def _make_context(sim: SDMSimulator) -> Any:
 
 class SDMSimulator(Simulator):
     kind = "sdm"
-    options = {"model": "sdm120", "transport": "pty", "unit": 1, "update": 1.0, "pf": 0.93}
+    options = {"model": "sdm120", "transport": "pty", "unit": 1, "update": 1.0, "pf": 0.93, "baud": 0,
+               "hostile": ""}
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.profile: Profile = load_profile(str(self.opts["model"]))
         self.kind = self.profile.name
         self.unit = int(self.opts["unit"])
+        #: the meter's line speed (pty only; 0 = the profile's factory default): a request sent
+        #: at another rate is line noise to a real meter, which does not answer
+        self.baud = int(self.opts["baud"]) or self.profile.default_baud
+        self.hostile = str(self.opts["hostile"] or "")
+        if self.hostile and self.hostile not in HOSTILE:
+            raise MeterConfigError(f"sim: hostile={self.hostile!r}; use one of {', '.join(HOSTILE)}")
         if self.opts["transport"] not in ("pty", "socket", "tcp"):
             raise MeterConfigError("sim: Modbus transport must be pty, socket or tcp")
         self.top = max(q.address + q.count for q in self.profile.quantities.values()) + 80
@@ -131,6 +176,12 @@ class SDMSimulator(Simulator):
         """Server-side byte hook: corrupt outgoing replies as the fault plan says."""
         if not sending:
             return data
+        if self.hostile == "random":
+            return self.faults.garbage_bytes(len(data))
+        if self.hostile == "partial":
+            return data[: max(1, len(data) // 2)]
+        if self.hostile == "flood":
+            return self.faults.garbage_bytes(1 << 16)
         if self.faults.hit("silent"):
             return b""
         if self.faults.hit("crc") and self.opts["transport"] != "tcp":
@@ -216,10 +267,19 @@ class SDMSimulator(Simulator):
                     pass
 
     def _pump(self) -> None:
-        """Copy bytes between the pty and the RTU-over-TCP server, unplugging during drops."""
+        """Copy RTU frames between the pty and the RTU-over-TCP server, unplugging during drops.
+
+        Like a meter's UART, bytes are grouped into frames by the silence after them (3.5
+        character times, at least :data:`FRAME_GAP_S` here); a frame with a bad CRC or sent
+        at another line speed is dropped unanswered, so line noise before a request (another
+        protocol's probe, a half frame) does not spoil the next one.
+        """
         import select
+        import time
 
         sock: socket.socket | None = None
+        pending, last_rx, wrong_speed = b"", 0.0, False
+        gap = max(FRAME_GAP_S, 3.5 * 11 / self.baud)
         while not self._stop.is_set():
             if self.faults.dropped(self.now()):
                 if self.pty.plugged:
@@ -227,6 +287,7 @@ class SDMSimulator(Simulator):
                 if sock is not None:
                     sock.close()
                     sock = None
+                pending = b""
                 self._stop.wait(0.02)
                 continue
             if not self.pty.plugged:
@@ -242,14 +303,25 @@ class SDMSimulator(Simulator):
             if master is None:
                 continue
             try:
-                r, _, _ = select.select([master, sock], [], [], 0.05)
+                r, _, _ = select.select([master, sock], [], [], gap if pending else 0.05)
             except (OSError, ValueError):
                 continue
             try:
                 if master in r:
                     data = self.pty.read(0)
                     if data:
-                        sock.sendall(data)
+                        pending += data
+                        last_rx = time.monotonic()
+                        wrong_speed |= _baud_of(self.pty._slave) not in (None, self.baud)
+                        if len(pending) > 512:  # longer than any RTU frame: noise
+                            pending, wrong_speed = b"", False
+                if pending and time.monotonic() - last_rx >= gap:
+                    frame, pending = pending, b""
+                    if not wrong_speed and len(frame) >= 4 and crc16(frame[:-2]) == frame[-2:]:
+                        sock.sendall(frame)
+                    wrong_speed = False
+                if self.hostile == "flood":
+                    self.pty.write(self.faults.garbage_bytes(512))
                 if sock in r:
                     data = sock.recv(4096)
                     if not data:

@@ -41,6 +41,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,9 +204,12 @@ class TraceWriter:
     never appended to a file this writer did not create.
     """
 
-    def __init__(self, path: Path, quantities: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, quantities: tuple[str, ...],
+                 on_error: Callable[[OSError], None] | None = None) -> None:
         self.path = path
         self.quantities = tuple(quantities)
+        self.on_error = on_error
+        self.error: OSError | None = None  # the write error (a full disk) that ended this file
         self._fh = create_exclusive(path, buffering=1 << 16)
         self._lock = threading.Lock()
         self._empty = "," * (len(self.quantities) - 1) if self.quantities else ""
@@ -230,41 +234,83 @@ class TraceWriter:
 
     def _append(self, line: str) -> None:
         with self._lock:
-            if self._fh.closed:  # a straggling thread after stop: nothing more to record
+            if self._fh.closed:  # a straggling thread after stop, or a full disk: nothing more
                 return
-            self._fh.write(line)
+            try:
+                self._fh.write(line)
+            except OSError as exc:
+                self._fail(exc)
+                return
             self._dirty = True
             self.rows += 1
 
     def flush(self) -> None:
         with self._lock:
             if self._dirty and not self._fh.closed:
-                self._fh.flush()
+                try:
+                    self._fh.flush()
+                except OSError as exc:
+                    self._fail(exc)
                 self._dirty = False
 
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
-                self._fh.flush()
-                self._fh.close()
+                try:
+                    self._fh.close()  # flushes first
+                except OSError as exc:
+                    self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """A write failed (ENOSPC, EIO): keep what is on disk, close the file, tell once."""
+        first = self.error is None
+        self.error = self.error or exc
+        try:
+            self._fh.close()  # closes the descriptor even when its flush fails again
+        except OSError:
+            pass
+        if first and self.on_error is not None:
+            self.on_error(exc)
 
 
 class EventWriter:
-    """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once."""
+    """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once.
 
-    def __init__(self, path: Path) -> None:
+    A write that fails (a full disk) closes the file and is reported once to ``on_error``;
+    the caller is never interrupted by it."""
+
+    def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
         self._fh = create_exclusive(path, buffering=1)
         self._lock = threading.Lock()
+        self.on_error = on_error
+        self.error: OSError | None = None
 
     def write(self, event: dict[str, Any]) -> None:
         line = json.dumps(json_safe(event), allow_nan=False) + "\n"
         with self._lock:
             if not self._fh.closed:
-                self._fh.write(line)
+                try:
+                    self._fh.write(line)
+                except OSError as exc:
+                    self._fail(exc)
 
     def close(self) -> None:
         with self._lock:
+            if not self._fh.closed:
+                try:
+                    self._fh.close()
+                except OSError as exc:
+                    self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        first = self.error is None
+        self.error = self.error or exc
+        try:
             self._fh.close()
+        except OSError:
+            pass
+        if first and self.on_error is not None:
+            self.on_error(exc)
 
 
 # --------------------------------------------------------------------------- manifest

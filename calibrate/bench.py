@@ -133,6 +133,7 @@ class BenchResult:
     workload: PreparedWorkload
     run: WorkloadRun | None = None
     summary: dict[str, Any] | None = None  # summary.json (None when not analysed)
+    failure: str | None = None  # why recording failed (e.g. "disk full: ..."), data kept
     report_error: BaseException | None = None  # why the report failed (data kept)
 
     @property
@@ -270,8 +271,12 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
         for m in meters:
             m.release()
         raise UsageError(f"--reference {ref!r} is none of the meters ({', '.join(names)})")
+    def failed(reason: str) -> None:  # a full disk: stop the workload, keep what was written
+        stop.set()
+
     session = Session(meters, out=plan.out, uris=list(plan.meters), reference=ref,
-                      workload={"name": workload.name, "parameters": workload.params, "argv": workload.argv})
+                      workload={"name": workload.name, "parameters": workload.params, "argv": workload.argv},
+                      on_failure=failed)
     try:
         session.start()
     except FileExistsError as exc:
@@ -299,7 +304,9 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
                                    phase_name="workload", stop_after_s=stop_after)
             cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref)
             sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref)
-            if stop.is_set():
+            if session.failure:
+                status = "failed"
+            elif stop.is_set():
                 status = "interrupted"
             elif run is not None and run.returncode not in (0, None) and not run.terminated:
                 status = "workload_failed"
@@ -316,8 +323,8 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
                 recorder.account_cpu("workload-events", run.pump_cpu_s)  # the pump and the process
                 recorder.account_cpu("workload-watch", run.watch_cpu_s)  # watch count as overhead
             session.stop(status)
-    result = BenchResult(session.path, status, workload, run)
-    if plan.analyse:
+    result = BenchResult(session.path, session.status, workload, run, failure=session.failure)
+    if plan.analyse and not session.failure:
         from analysis.report import write_report
 
         try:

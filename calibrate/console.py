@@ -57,6 +57,9 @@ class ConsoleReporter(BenchReporter):
 def print_result(result: BenchResult) -> int:
     """The end of `calibrate run`/`demo`: failure lines, the table, the paths; the exit code."""
     path = result.path
+    if result.failure:
+        say(f"calibrate: recording failed: {result.failure}; what was written is kept in {path}", err=True)
+        return 1
     if result.status == "workload_failed":
         rc = result.run.returncode if result.run else "?"
         say(f"calibrate: the workload failed (exit {rc}); its output is in {path / 'workload.log'}", err=True)

@@ -78,9 +78,12 @@ class Recorder:
     """Records ``meters`` into ``out_dir/traces``; events go through :meth:`event`."""
 
     def __init__(self, meters: list[Meter], out_dir: Path, events: EventWriter,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 on_write_error: Callable[[OSError], None] | None = None) -> None:
         self.check_names(meters)
         self.meters = meters
+        #: called once (from a polling thread) when a trace cannot be written (a full disk)
+        self.on_write_error = on_write_error
         self.out_dir = Path(out_dir)
         self.events = events
         self.clock = clock
@@ -206,7 +209,8 @@ class Recorder:
     def _writer(self, st: MeterState, ch: Channel) -> TraceWriter:
         w = st.writers.get(ch.id)
         if w is None:
-            w = st.writers[ch.id] = TraceWriter(trace_path(self.out_dir, ch.id), tuple(ch.quantities))
+            w = st.writers[ch.id] = TraceWriter(trace_path(self.out_dir, ch.id), tuple(ch.quantities),
+                                                on_error=self.on_write_error)
         return w
 
     def _flag_all(self, st: MeterState, t_ns: int, rtt_ns: int, code: str, message: str) -> None:

@@ -19,14 +19,16 @@ stops it and rewrites the manifest with status ``complete`` (``failed`` or
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import platform
 import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -38,6 +40,9 @@ from calibrate.clock import ClockAnchor, take_anchor
 from calibrate.recorder import Recorder
 from drivers.base import Meter
 from drivers.registry import make_meter
+
+RESERVE_FILE = ".calibrate-reserve"
+RESERVE_BYTES = 1 << 20  # room kept back to close a session on a full disk (1 MiB)
 
 VERSIONED = ("calibrate", "numpy", "scipy", "pandas", "matplotlib", "pyserial", "pymodbus",
              "nvidia-ml-py", "torch", "torchvision", "codecarbon")
@@ -91,7 +96,8 @@ class Session:
 
     def __init__(self, meters: Sequence[str | Meter], out: str | Path | None = None,
                  workload: dict[str, Any] | None = None, reference: str | None = None,
-                 uris: Sequence[str] | None = None, notes: str | None = None) -> None:
+                 uris: Sequence[str] | None = None, notes: str | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.meters: list[Meter] = [make_meter(m) if isinstance(m, str) else m for m in meters]
         self.uris = list(uris) if uris is not None else [m if isinstance(m, str) else m.kind for m in meters]
         label = (workload or {}).get("name", "session")
@@ -106,18 +112,24 @@ class Session:
         self.start_ns = 0
         self.end_ns: int | None = None
         self.extra: dict[str, Any] = {}
+        #: why recording failed (a full disk), or None; ``on_failure`` hears it once, at once
+        self.failure: str | None = None
+        self.on_failure = on_failure
+        self._failure_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> Session:
         Recorder.check_names(self.meters)  # before anything is created on disk
         made_dir = claim_folder(self.path)  # FileExistsError unless new or empty
-        self.events = EventWriter(self.path / EVENTS_FILE)
-        self.recorder = Recorder(self.meters, self.path, self.events)
+        self.events = EventWriter(self.path / EVENTS_FILE, on_error=self._write_failed)
+        self.recorder = Recorder(self.meters, self.path, self.events, on_write_error=self._write_failed)
+        self._reserve()
         try:
             self.recorder.open_all()
         except BaseException:  # undo what this call created, and only that
             self.events.close()
             (self.path / EVENTS_FILE).unlink(missing_ok=True)
+            self._release_reserve()
             if made_dir:
                 try:
                     self.path.rmdir()
@@ -139,9 +151,46 @@ class Session:
         assert self.recorder is not None and self.events is not None
         self.recorder.stop()
         self.end_ns = time.monotonic_ns()
+        if self.failure:
+            status = "failed"
+            self.extra["failure"] = self.failure
         self.status = status
-        self.write_manifest()
+        self._release_reserve()
+        try:
+            self.write_manifest()
+        except OSError as exc:  # the disk is full even after the reserve: the loader will say incomplete
+            self._write_failed(exc)
         self.events.close()
+
+    # -- a full disk --------------------------------------------------------------------
+    def _reserve(self) -> None:
+        """Set aside RESERVE_BYTES in the session folder, so that a session whose disk fills
+        up can still close its files and write its final manifest (the reserve is released
+        then, and at every stop)."""
+        try:
+            fd = os.open(self.path / RESERVE_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except (OSError, AttributeError):
+            pass  # no room to reserve (or no fallocate): the stop may then not be written
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> None:
+        (self.path / RESERVE_FILE).unlink(missing_ok=True)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """A trace or event could not be written: record why, free the reserve, tell once."""
+        with self._failure_lock:
+            if self.failure is not None:
+                return
+            what = "disk full" if exc.errno == errno.ENOSPC else "write failed"
+            self.failure = f"{what}: {exc.strerror or exc}"
+        self._release_reserve()
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
     def __enter__(self) -> Session:
         return self.start()

@@ -357,7 +357,11 @@ class ModbusMeter(Meter):
         if not self.client.connect():
             self.client = None
             if self.tcp:
-                raise MeterDisconnected(f"{self.target}: cannot connect to the Modbus TCP server")
+                # refused, no route or unknown name: a config error at start (exit 2); on a
+                # reopen mid-session the recorder catches it and tries again
+                raise MeterConfigError(f"modbus-tcp://{self.target}: cannot connect to the Modbus TCP server "
+                                       "(refused, unreachable or unknown host); check HOST:PORT and that the "
+                                       "meter or its gateway is on this network")
             from drivers.transport import open_serial
 
             ser = open_serial(self.target, baudrate=self.baudrate, parity=self.parity,

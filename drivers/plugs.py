@@ -1,4 +1,4 @@
-"""Smart plugs over their local HTTP API (stdlib urllib, no cloud).
+"""Smart plugs over their local HTTP API (stdlib http.client, no cloud).
 
 * ``tasmota://HOST[:PORT]`` -- ``GET /cm?cmnd=Status%208`` -> ``StatusSNS.ENERGY`` with
   ``Power`` (W), ``Voltage`` (V), ``Current`` (A), ``Factor`` and ``Total`` (kWh).  Tasmota
@@ -13,16 +13,28 @@
 Energy counters: Tasmota ``Total`` has 3 decimals of kWh (3.6 kJ steps, at best), Shelly
 Gen2 ``aenergy.total`` 3 decimals of Wh (3.6 J), Gen1 ``total`` whole watt-minutes (60 J).
 The coarse ones leave power as the primary reading.
+
+Every request has an overall deadline (``timeout``, s: connect, send, status line, headers
+and body together) and a size cap (:data:`MAX_REPLY_BYTES`, headers and body together), so
+a plug (or anything answering on its port) that drips, floods or never ends its reply
+costs one flagged poll, never a stalled session or a growing recorder.  Values must be JSON
+numbers: ``true``, ``"200"``, ``null``, NaN, infinities and negative power beyond
+:data:`NEGATIVE_TOLERANCE_W` are faults (``MeterReadError`` codes garbage, nan, range),
+never recorded as watts.  At open, a transient bad reply (HTTP 500, not JSON) is retried
+a few times within a bounded time; a host that cannot be reached at the first open
+(connection refused, no route, unknown name) is a :class:`MeterConfigError` that names
+the host and the fix.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 import json
 import math
 import socket
-import urllib.error
-import urllib.request
+import time
 from typing import Any
 
 from drivers.base import (
@@ -30,14 +42,130 @@ from drivers.base import (
     Meter,
     MeterConfigError,
     MeterDisconnected,
+    MeterError,
     MeterReadError,
     Reading,
 )
 
 COARSE_ENERGY_J = 10.0
+#: the most bytes one reply may have, status line and headers included (a Tasmota
+#: ``Status 8`` or a Shelly ``Switch.GetStatus`` reply is well under 1 KiB)
+MAX_REPLY_BYTES = 64 * 1024
+#: negative power down to this (W) is measurement noise around 0 W and kept; below it the
+#: reading is a "range" fault
+NEGATIVE_TOLERANCE_W = 2.0
+#: the most power a plug can plausibly report (W)
+MAX_POWER_W = 1e5
+#: the first open tries this many times, OPEN_RETRY_PAUSE_S apart, before giving up
+OPEN_ATTEMPTS = 3
+OPEN_RETRY_PAUSE_S = 0.3
 
 
-def _num(obj: dict[str, Any], key: str, what: str) -> float:
+class ReplyTooLarge(Exception):
+    """A reply exceeded :data:`MAX_REPLY_BYTES` (raised by :func:`http_get`)."""
+
+
+class ConnectFailed(OSError):
+    """The TCP connection could not be made (refused, no route, timed out connecting)."""
+
+
+class _BoundedSocketReader(io.RawIOBase):
+    """The socket as http.client reads it: each recv waits no longer than what is left of
+    the request's deadline (checked before every read, so a reply dripping a byte at a
+    time cannot outlast it), and no more than ``max_bytes`` are read in all."""
+
+    def __init__(self, sock: socket.socket, deadline: float, max_bytes: int) -> None:
+        self.sock, self.deadline, self.max_bytes, self.total = sock, deadline, max_bytes, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.total > self.max_bytes:
+            raise ReplyTooLarge(f"reply exceeds {self.max_bytes} bytes")
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self.sock.settimeout(remaining)
+        # one byte past the cap is enough to know the reply is too large
+        n = self.sock.recv_into(memoryview(buf)[: self.max_bytes + 1 - self.total])
+        self.total += n
+        if self.total > self.max_bytes:
+            raise ReplyTooLarge(f"reply exceeds {self.max_bytes} bytes")
+        return n
+
+
+class _SocketView:
+    """What ``http.client.HTTPResponse`` wants of a socket: ``makefile("rb")``."""
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        self._raw = raw
+
+    def makefile(self, mode: str = "rb", *args: Any, **kw: Any) -> io.BufferedReader:
+        return io.BufferedReader(self._raw)
+
+
+def _connect(addrs: list[tuple[int, Any]], deadline: float) -> socket.socket:
+    last: OSError = ConnectFailed("no address")
+    for family, sockaddr in addrs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectFailed(f"no connection within the deadline ({last})")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise ConnectFailed(last.strerror or str(last) or type(last).__name__) from last
+
+
+def http_get(addrs: list[tuple[int, Any]], request: bytes, timeout_s: float,
+             max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, bytes]:
+    """Send one prepared GET ``request`` and return ``(status, body)``.
+
+    stdlib ``http.client`` parses the reply (status line, at most 100 headers of at most
+    64 KiB each, chunked or Content-Length or close-delimited bodies) but reads through
+    :class:`_BoundedSocketReader`, so the whole request -- connect, send and every read --
+    ends by ``timeout_s`` and reads at most ``max_bytes``.  (urllib and urllib3 time out
+    per socket operation only: a reply dripping a byte at a time never ends; urllib3 is not
+    one of our dependencies either.)
+
+    Raises :class:`ConnectFailed` when no connection could be made, ``TimeoutError`` past
+    the deadline, :class:`ReplyTooLarge`, ``http.client.HTTPException`` for a malformed
+    reply and ``OSError`` when the connection breaks.
+    """
+    deadline = time.monotonic() + timeout_s
+    sock = _connect(addrs, deadline)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+        sock.sendall(request)
+        resp = http.client.HTTPResponse(_SocketView(_BoundedSocketReader(sock, deadline, max_bytes)),  # type: ignore[arg-type]
+                                        method="GET")
+        resp.begin()
+        if resp.length is not None and resp.length > max_bytes:
+            raise ReplyTooLarge(f"reply announces {resp.length} bytes (the cap is {max_bytes})")
+        body = bytearray()
+        while len(body) <= max_bytes:
+            piece = resp.read(16384)
+            if not piece:
+                break
+            body += piece
+        if len(body) > max_bytes:
+            raise ReplyTooLarge(f"reply exceeds {max_bytes} bytes")
+        return resp.status, bytes(body)
+    finally:
+        sock.close()
+
+
+def _num(obj: Any, key: str, what: str) -> float:
+    """``obj[key]`` as a float: a JSON number (or a list of them: the first); ``null`` is
+    "nan", true/false, strings and other types are "garbage", NaN "nan", inf "range"."""
+    if not isinstance(obj, dict):
+        raise MeterReadError(f"{what}: expected an object holding {key!r}, got {type(obj).__name__}",
+                             code="garbage")
     if key not in obj:
         raise MeterReadError(f"{what}: field {key!r} missing", code="garbage")
     v = obj[key]
@@ -45,12 +173,17 @@ def _num(obj: dict[str, Any], key: str, what: str) -> float:
         v = v[0] if v else None
     if v is None:
         raise MeterReadError(f"{what}: {key} is null (no data)", code="nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise MeterReadError(f"{what}: field {key}={str(v)[:40]!r} is a {type(v).__name__}, not a number",
+                             code="garbage")
     try:
         x = float(v)
-    except (TypeError, ValueError):
-        raise MeterReadError(f"{what}: field {key}={v!r} is not a number", code="garbage") from None
-    if not math.isfinite(x):
-        raise MeterReadError(f"{what}: {key} is {v!r}", code="nan")
+    except OverflowError:
+        raise MeterReadError(f"{what}: {key} is out of range", code="range") from None
+    if math.isnan(x):
+        raise MeterReadError(f"{what}: {key} is NaN", code="nan")
+    if math.isinf(x):
+        raise MeterReadError(f"{what}: {key} is {x}", code="range")
     return x
 
 
@@ -59,6 +192,7 @@ class HttpPlug(Meter):
 
     kind = "plug"
     default_interval_s = 1.0
+    min_interval_s = 0.05  # an HTTP round trip to an ESP; polling faster than update_interval_s repeats values
     path = "/"
     energy_resolution_j: float | None = None
     update_interval_s: float | None = 1.0
@@ -68,44 +202,116 @@ class HttpPlug(Meter):
                  interval_s: float | None = None, timeout_s: float = 2.0,
                  user: str | None = None, password: str | None = None) -> None:
         super().__init__(name, interval_s)
-        self.host, self.port, self.timeout_s = host, port or 80, timeout_s
+        if not host or any(c.isspace() or ord(c) < 32 or c in "/?#@" for c in host):
+            raise MeterConfigError(f"{self.kind}://{host}: not a host name or IP address")
+        if not (math.isfinite(timeout_s) and 0 < timeout_s <= 60):
+            raise MeterConfigError(f"{self.kind}://{host}: timeout={timeout_s:g} s; use more than 0 and at most 60 s")
+        self.host, self.port, self.timeout_s = host, port or 80, float(timeout_s)
+        if not 0 < self.port < 65536:
+            raise MeterConfigError(f"{self.kind}://{host}: port {self.port} is not 1..65535")
         self.user, self.password = user, password
         self.url = f"http://{host}:{self.port}{self.path}"
         self.identity: dict[str, Any] = {}
         self._opened = False
+        self._ever_opened = False  # the first open turns "unreachable" into a MeterConfigError
+        self._addrs: list[tuple[int, Any]] = []
+        lines = [f"GET {self.path} HTTP/1.1", f"Host: {host}:{self.port}", "Accept: application/json",
+                 "User-Agent: calibrate", "Connection: close"]
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            lines.append(f"Authorization: Basic {token}")
+        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
-    def _get(self, url: str | None = None) -> Any:
-        req = urllib.request.Request(url or self.url, headers={"Accept": "application/json"})
-        if self.user is not None:
-            token = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
-            req.add_header("Authorization", f"Basic {token}")
+    # -- transport ---------------------------------------------------------------------
+    def _unreachable(self, why: str) -> MeterError:
+        """The error for a host that cannot be reached: at the first open a one-line
+        MeterConfigError naming host and fix, later a MeterDisconnected (the recorder
+        reopens the meter until it is back)."""
+        if not self._ever_opened:
+            return MeterConfigError(
+                f"{self.kind}://{self.host}:{self.port}: cannot reach the plug ({why}); check that it is "
+                f"powered and on this network and that {self.host} (port {self.port}) is its address")
+        return MeterDisconnected(f"{self.url}: {why}")
+
+    def _resolve(self) -> None:
+        """Look the host up once per open (name lookups have no timeout of their own, so
+        polls connect to the addresses found here; a reopen looks it up again)."""
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise MeterConfigError(f"{self.url}: HTTP {exc.code}, the plug wants a login "
-                                       "(add ?user=...&password=...)") from None
-            raise MeterReadError(f"{self.url}: HTTP {exc.code}", code="exception") from None
+            infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            raise self._unreachable(f"cannot resolve {self.host}: {exc}") from None
+        self._addrs = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+
+    def _get(self) -> Any:
+        """One request; the decoded JSON document.  Every failure is a MeterError."""
+        if not self._addrs:
+            self._resolve()
+        try:
+            status, body = http_get(self._addrs, self._request, self.timeout_s)
+        except ConnectFailed as exc:
+            raise self._unreachable(str(exc)) from None
         except TimeoutError:
-            raise MeterReadError(f"{self.url}: no reply within {self.timeout_s:g} s", code="timeout") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise MeterReadError(f"{self.url}: no reply within {self.timeout_s:g} s", code="timeout") from None
-            raise MeterDisconnected(f"{self.url}: {reason}") from None
-        except (ConnectionError, OSError) as exc:
-            raise MeterDisconnected(f"{self.url}: {exc}") from None
+            raise MeterReadError(f"{self.url}: no complete reply within {self.timeout_s:g} s",
+                                 code="timeout") from None
+        except ReplyTooLarge as exc:
+            raise MeterReadError(f"{self.url}: {exc}", code="garbage") from None
+        except http.client.HTTPException as exc:
+            raise MeterReadError(f"{self.url}: malformed HTTP reply ({type(exc).__name__}: {str(exc)[:60]})",
+                                 code="garbage") from None
+        except OSError as exc:  # the connection broke after it was made
+            raise MeterDisconnected(f"{self.url}: {exc.strerror or exc}") from None
+        if status in (401, 403):
+            raise MeterConfigError(f"{self.url}: HTTP {status}, the plug wants a login "
+                                   "(add ?user=...&password=...)")
+        if status != 200:
+            raise MeterReadError(f"{self.url}: HTTP {status}", code="exception")
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MeterReadError(f"{self.url}: reply is not JSON ({body[:40]!r})", code="garbage") from None
 
     def parse(self, doc: Any) -> dict[str, float]:
         raise NotImplementedError
 
-    def open(self) -> list[Channel]:
+    def _values(self) -> dict[str, float]:
+        """One request, parsed and checked: plausible power, non-negative energy."""
         values = self.parse(self._get())
+        p = values["power_w"]
+        if not -NEGATIVE_TOLERANCE_W <= p <= MAX_POWER_W:
+            raise MeterReadError(f"{self.url}: {p:g} W is not plausible", code="range")
+        if values.get("energy_j", 0.0) < 0:
+            raise MeterReadError(f"{self.url}: energy counter {values['energy_j']:g} J is negative", code="range")
+        return values
+
+    def open(self) -> list[Channel]:
+        self._opened = False
+        self._addrs = []
+        self._resolve()
+        # the first open retries a transient bad reply (HTTP 500, not JSON, a timeout) a few
+        # times; a reopen tries once (the recorder tries again soon anyway)
+        attempts = 1 if self._ever_opened else OPEN_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                values = self._values()
+                break
+            except MeterConfigError:
+                raise
+            except MeterDisconnected:
+                if self._ever_opened:
+                    raise
+                if attempt == attempts:
+                    raise MeterConfigError(f"{self.kind}://{self.host}:{self.port}: the connection broke "
+                                           f"on each of {attempts} tries; is {self.host} a {self.model}?") from None
+            except MeterReadError as exc:
+                if self._ever_opened:
+                    raise
+                if attempt == attempts:
+                    raise MeterConfigError(
+                        f"{self.kind}://{self.host}:{self.port}: no usable reply in {attempts} tries "
+                        f"(last: {str(exc)[:120]}); is it a {self.model} with energy metering, "
+                        "and is timeout= long enough?") from None
+            if self._stop.wait(OPEN_RETRY_PAUSE_S):
+                raise MeterReadError(f"{self.url}: stopped while opening", code="timeout")
         res = self.energy_resolution_j
         primary = "energy_j" if res is not None and res <= COARSE_ENERGY_J and "energy_j" in values else "power_w"
         self.channels = [Channel(
@@ -114,22 +320,20 @@ class HttpPlug(Meter):
             energy_resolution_j=res, primary=primary,
             info={"model": self.model, "url": self.url, **self.identity},
         )]
-        self._opened = True
+        self._opened = self._ever_opened = True
         return self.channels
 
     def read(self) -> Reading:
         if not self._opened:
             raise MeterDisconnected(f"{self.url}: not open")
-        values = self.parse(self._get())
-        if not 0.0 <= values["power_w"] <= 1e5:
-            raise MeterReadError(f"{self.url}: {values['power_w']} W is not plausible", code="range")
-        return Reading({self.name: values})
+        return Reading({self.name: self._values()})
 
     def close(self) -> None:
         self._opened = False
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "url": self.url, "model": self.model}
+        return {**super().describe(), "url": self.url, "model": self.model,
+                "timeout_s": self.timeout_s, "max_reply_bytes": MAX_REPLY_BYTES}
 
 
 class TasmotaPlug(HttpPlug):
@@ -141,7 +345,9 @@ class TasmotaPlug(HttpPlug):
     def parse(self, doc: Any) -> dict[str, float]:
         try:
             energy = doc["StatusSNS"]["ENERGY"]
-        except (KeyError, TypeError):
+            if not isinstance(energy, dict):
+                raise TypeError
+        except (KeyError, TypeError, IndexError):
             raise MeterReadError(f"{self.url}: no StatusSNS.ENERGY in the reply (not an energy-metering Tasmota?)",
                                  code="garbage") from None
         what = self.url

@@ -58,16 +58,71 @@ def test_shelly_gen1_total_is_watt_minutes():
 
 
 @pytest.mark.parametrize("fault,code", [("garbage", "garbage"), ("partial", "garbage"), ("nan", "nan"),
-                                        ("exception", "exception"), ("silent", "timeout")])
+                                        ("exception", "exception"), ("silent", "timeout"),
+                                        # the hostile HTTP faults of the plug simulators
+                                        ("endless", "garbage"), ("flood", "garbage"), ("drip", "timeout")])
 def test_faults_raise_coded_errors_and_next_read_works(sim, fault, code):
     m = make_meter(sim.uri + ("&" if "?" in sim.uri else "?") + "timeout=0.3")
     m.open()
     setattr(sim.faults, fault, 1.0)
+    t0 = time.monotonic()
     with pytest.raises(MeterReadError) as exc:
         m.read()
+    assert time.monotonic() - t0 < 0.3 + 0.5  # the timeout is per request, not per recv
     setattr(sim.faults, fault, 0.0)
     assert exc.value.code == code
     assert m.read().values[m.name]["power_w"] == pytest.approx(200.0, abs=0.6)
+
+
+@pytest.mark.parametrize("wrong,code", [("bool", "garbage"), ("string", "garbage"), ("negative", "range"),
+                                        ("nan", "nan"), ("inf", "range")])
+def test_wrong_types_are_faults_never_watts(wrong, code):
+    for kind, opts in CASES:
+        s = make_simulator(kind, signal="constant:200", update=0.02, faults="types:1", wrong=wrong, **opts)
+        uri = s.start()
+        try:
+            m = make_meter(uri)
+            with pytest.raises(MeterConfigError, match="no usable reply"):  # at open: retried, then refused
+                m.open()
+            s.faults.types = 0.0
+            m.open()
+            s.faults.types = 1.0
+            with pytest.raises(MeterReadError) as exc:
+                m.read()
+            assert exc.value.code == code, (kind, opts, str(exc.value))
+        finally:
+            s.stop()
+
+
+def test_open_survives_a_transient_http_500():
+    s = make_simulator("tasmota", signal="constant:200", update=0.02, faults="exception:0.5", seed=1)
+    uri = s.start()
+    try:
+        for _ in range(5):  # each open tries up to 3 times: P(all 500) = 1/8, per open
+            m = make_meter(uri)
+            try:
+                m.open()
+                break
+            except MeterConfigError:
+                continue
+        else:
+            raise AssertionError("no open in 5 went through")
+        assert m.channels
+    finally:
+        s.stop()
+
+
+def test_simulator_fault_spec():
+    s = make_simulator("tasmota", faults="endless:0.1,drip:0.2,flood:0.3,types:0.4,garbage:0.5,drop:5+1")
+    assert (s.faults.endless, s.faults.drip, s.faults.flood, s.faults.types, s.faults.garbage) == \
+        (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert s.faults.drops == [(5.0, 1.0)]
+    with pytest.raises(MeterConfigError, match="endless"):
+        make_simulator("shelly", faults="bogus:0.1")
+    with pytest.raises(MeterConfigError):
+        make_simulator("shelly", faults="drip:2")
+    with pytest.raises(MeterConfigError, match="wrong"):
+        make_simulator("shelly", wrong="maybe")
 
 
 def test_disappear_and_come_back(sim):

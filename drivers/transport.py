@@ -65,6 +65,30 @@ def open_serial(port: str, baudrate: int = 9600, parity: str = "N", stopbits: fl
 MAX_LINE = 4096
 
 
+#: most bytes one :meth:`LineTransport.flush_input` drops from a socket before giving up
+MAX_DRAIN = 1 << 16
+
+
+class Backoff:
+    """Growing pause after consecutive faults, so a device that sends garbage non-stop costs
+    a few polls a second, not a core: ``fail()`` waits (``first`` s, doubling up to ``cap``),
+    ``ok()`` resets.  The wait ends early when ``stop`` (a threading.Event) is set."""
+
+    def __init__(self, first: float = 0.05, cap: float = 1.0) -> None:
+        self.first, self.cap, self.delay = first, cap, 0.0
+
+    def ok(self) -> None:
+        self.delay = 0.0
+
+    def fail(self, stop: Any = None) -> float:
+        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
+        if stop is not None:
+            stop.wait(self.delay)
+        else:
+            time.sleep(self.delay)
+        return self.delay
+
+
 def _port_errors() -> tuple[type[BaseException], ...]:
     """Every exception that means "the port is gone" on a pyserial object.
 
@@ -124,10 +148,27 @@ class LineTransport:
         """Send ``data``; a vanished port raises MeterDisconnected."""
         self._on_port(lambda port: port.write(data))
 
-    def flush_input(self) -> None:
-        """Drop everything received and not yet read (ours and the OS's input buffer)."""
-        self.discard()
-        self._on_port(lambda port: port.reset_input_buffer())
+    def flush_input(self, limit: int = MAX_DRAIN) -> int:
+        """Drop everything received and not yet read (ours and the OS's input buffer).
+
+        Bounded: a socket is drained by at most ``limit`` bytes (pyserial's own
+        ``reset_input_buffer`` on ``socket://`` loops for as long as a flooding peer sends);
+        a tty's buffer is flushed by the kernel.  Returns the bytes dropped here (approx.)."""
+        dropped = len(self.discard())
+
+        def drain(port: Any) -> int:
+            if not hasattr(port, "_socket"):
+                port.reset_input_buffer()
+                return 0
+            n = 0
+            while n < limit and port.in_waiting:
+                chunk = port.read(min(4096, limit - n))
+                if not chunk:
+                    break
+                n += len(chunk)
+            return n
+
+        return dropped + int(self._on_port(drain) or 0)
 
     def discard(self) -> bytes:
         """Drop and return what is buffered here (a partial line)."""

@@ -11,6 +11,11 @@ disabled field.  The watts field is the average over the logging interval, so th
 channel's ``window_s`` is the interval and the value belongs to the interval that ended
 when the packet arrived.  WH counts in 0.1 Wh (360 J) steps: too coarse for short runs,
 so power is the primary reading and the register's resolution is recorded.
+
+A device that sends data packets faster than its logging interval (a broken or hostile
+one) gets them dropped and counted (``too_fast``; the next accepted reading is flagged
+``rate``), never recorded as extra samples; after garbage or a flood the input is flushed
+(bounded) and reads back off.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from typing import Any
 
 from drivers.base import Channel, Meter, MeterDisconnected, MeterReadError, Reading
-from drivers.transport import LineTransport
+from drivers.transport import Backoff, LineTransport
 
 FIELDS = ("W", "V", "A", "WH", "Cost", "WH/Mo", "Cost/Mo", "Wmax", "Vmax", "Amax",
           "Wmin", "Vmin", "Amin", "PF", "DC", "PC", "Hz", "VA")
@@ -32,6 +37,11 @@ WH_RESOLUTION_J = 0.1 * 3600.0
 #: plausibility ceiling (W): a 16 A, 230 V socket; the 120 V Pro is rated 1800 W.  A higher
 #: value is line noise, not a reading (``max_w=`` in the URI changes it)
 MAX_W = 3700.0
+#: a data packet sooner than this fraction of the logging interval after the last accepted
+#: one is dropped and counted (the meter sends one per interval; serial jitter is far smaller)
+MIN_GAP_FRACTION = 0.8
+#: dropped packets in one read before it fails (MeterReadError "range") and backs off
+MAX_FAST_PER_READ = 8
 
 
 def command(cmd: str, sub: str, *args: str) -> bytes:
@@ -94,6 +104,10 @@ class WattsUpMeter(Meter):
         self._open_port = open_port  # None: drivers.transport.open_serial
         self.line: LineTransport | None = None
         self.identity: str | None = None
+        #: data packets dropped because they came sooner than the logging interval allows
+        self.too_fast = 0
+        self._last_ns: int | None = None
+        self._backoff = Backoff(0.05, 1.0)
 
     @classmethod
     def uri_options(cls, uri: Any) -> dict[str, Any]:
@@ -102,6 +116,7 @@ class WattsUpMeter(Meter):
 
     def open(self) -> list[Channel]:
         self.close()
+        self._last_ns = None
         self.line = line = LineTransport.open(self.port, self._open_port, baudrate=self.baudrate,
                                               parity=self.parity, stopbits=self.stopbits, timeout=0.2)
         try:
@@ -153,14 +168,41 @@ class WattsUpMeter(Meter):
                 return packet
 
     def read(self) -> Reading:
+        try:
+            reading = self._read()
+        except MeterDisconnected:
+            raise
+        except MeterReadError as exc:
+            if exc.code in ("garbage", "range") and self.line is not None:
+                self.line.flush_input()  # a broken or flooding line: drop it (bounded), pause
+                self._backoff.fail(self._stop)
+            raise
+        self._backoff.ok()
+        return reading
+
+    def _read(self) -> Reading:
         if self.line is None:
             raise MeterDisconnected(f"{self.port}: not open")
         deadline = time.monotonic() + 3 * self.log_interval
+        min_gap_ns = int(MIN_GAP_FRACTION * self.log_interval * 1e9)
+        fast = 0
         while True:
             packet, arrival_ns = self._next_packet(deadline)
             kind, args = parse_packet(packet)
-            if kind == "d":
-                break
+            if kind != "d":
+                continue
+            if self._last_ns is not None and arrival_ns - self._last_ns < min_gap_ns:
+                # the meter logs one packet per interval: more is a broken or hostile device,
+                # never extra samples (they would carry duplicate or crowded stamps)
+                fast += 1
+                self.too_fast += 1
+                if fast >= MAX_FAST_PER_READ:
+                    raise MeterReadError(
+                        f"{self.port}: data packets faster than the {self.log_interval} s logging "
+                        f"interval ({self.too_fast} dropped so far)", code="range")
+                continue
+            break
+        self._last_ns = arrival_ns
         fields = parse_data(args)
         watts = fields["W"]
         if watts is None:
@@ -174,7 +216,8 @@ class WattsUpMeter(Meter):
         if fields.get("WH") is not None:
             values["energy_j"] = float(fields["WH"]) * 3600.0  # type: ignore[operator]
         wire_ns = int(len(packet) * 10 / self.baudrate * 1e9)
-        return Reading({self.name: values}, t_ns=arrival_ns - wire_ns, rtt_ns=wire_ns)
+        flags = {self.name: "rate"} if fast else {}  # packets were dropped before this one
+        return Reading({self.name: values}, t_ns=arrival_ns - wire_ns, rtt_ns=wire_ns, flags=flags)
 
     def close(self) -> None:
         if self.line is not None:

@@ -43,7 +43,7 @@ from drivers.base import (
     MeterReadError,
     Reading,
 )
-from drivers.transport import LineTransport, printable
+from drivers.transport import Backoff, LineTransport, printable
 
 #: allowed update intervals (s) -> the wire spelling of each family
 RATES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -258,6 +258,7 @@ class WT310Meter(Meter):
         self.family: Family | None = None
         self.ranges: dict[str, float | None] = {}
         self._quantities: tuple[str, ...] = ()
+        self._backoff = Backoff(0.05, max(1.0, self.rate_s))
 
     # -- line I/O (the transport does the bytes and the port errors) -------------------------
     def _write(self, text: str) -> None:
@@ -363,6 +364,21 @@ class WT310Meter(Meter):
         return self.channels
 
     def read(self) -> Reading:
+        try:
+            reading = self._read()
+        except MeterDisconnected:
+            raise
+        except MeterReadError as exc:
+            if exc.code == "garbage" and self.line is not None:
+                # a broken or hostile line: drop what is pending (bounded) and pause, so a
+                # flood costs a few faults a second instead of a core
+                self.line.flush_input()
+                self._backoff.fail(self._stop)
+            raise
+        self._backoff.ok()
+        return reading
+
+    def _read(self) -> Reading:
         if self.line is None or self.family is None:
             raise MeterDisconnected(f"{self.port}: not open")
         f = self.family

@@ -1,7 +1,8 @@
 """Watts Up? Pro simulator on a pseudo-terminal: answers #V/#H/#C/#R/#L like the meter.
 
 After ``#L,W,3,E,,N;`` it sends a ``#d`` packet every N s whose watts are the average of
-the signal over that interval, with the WH register counting in 0.1 Wh.
+the signal over that interval, with the WH register counting in 0.1 Wh.  ``hostile=``
+(:data:`HOSTILE`) makes it a broken device ``hostile_at`` s after start.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from drivers.wattsup import FIELDS
 
 VOLTS = 230.0
 HZ = 50.0
+#: ``hostile=`` modes (from ``hostile_at`` s on, once logging runs): ``flood`` sends valid data
+#: packets back to back, ``random`` random bytes, ``endless`` a packet that never ends
+HOSTILE = ("flood", "random", "endless")
 
 
 class WattsUpSimulator(Simulator):
     kind = "wattsup"
-    options = {"pf": 0.93}
+    options = {"pf": 0.93, "hostile": "", "hostile_at": 0.0}
 
     def start(self) -> str:
         self.port = PtyPort("ttyWATTSUP")
@@ -96,6 +100,24 @@ class WattsUpSimulator(Simulator):
                     start = packet.rfind(b"#")
                     if start >= 0:
                         self._handle(packet[start:].decode("ascii", "replace") + ";")
+            hostile = self.opts["hostile"]
+            if hostile and self._interval and self.now() >= float(self.opts["hostile_at"]):
+                import select
+
+                fd = self.port.master
+                if hostile == "flood":
+                    data = self._data_packet() * 20
+                elif hostile == "random":
+                    data = self.faults.garbage_bytes(2048)
+                else:
+                    data = b"#d,-,18," + b"1" * 2048
+                try:
+                    if fd is not None and select.select([], [fd], [], 0.01)[1]:
+                        self.port.write(data)
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.001)
+                continue
             if self._interval and self.now() >= self._next_t:
                 self._next_t += self._interval
                 if self.faults.hit("silent"):

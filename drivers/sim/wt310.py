@@ -13,7 +13,8 @@ Every update period the meter's P is the average of the signal over that period;
 230 V, I = P / (U * PF); WH integrates while integration runs.  When I (or U) exceeds 140 % of
 its range, I, P, S and LAMBda read ``INF`` (over range); the ``nan`` fault
 reports P as ``NAN``.  Faults (``garbage``, ``partial``, ``nan``, ``silent``, ``drop``)
-apply to ``VALue?`` replies; ``drop`` unplugs the pty or closes the socket.
+apply to ``VALue?`` replies; ``drop`` unplugs the pty or closes the socket.  ``hostile=``
+(:data:`HOSTILE`) turns it into a broken device ``hostile_at`` s after start.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from drivers.wt310 import CURRENT_RANGES_A, OVER_RANGE_FACTOR, RATES_S, VOLTAGE_
 
 VOLTS = 230.0
 HZ = 50.0
+#: ``hostile=`` modes (from ``hostile_at`` s on): a flood of ``;``, random bytes, or an
+#: endless line with no terminator
+HOSTILE = ("flood", "random", "endless")
 IDENTITY = "YOKOGAWA,WT310-D-C1,SIM0000001,F1.05"
 #: a WT210 reports its model code (7604xx), not "WT210" (noted in Intel's yoko-tool)
 IDENTITY_WT210 = "YOKOGAWA,760401,SIM0000002,F2.01"
@@ -98,7 +102,7 @@ def _nr3(v: float, digits: int = 4) -> str:
 
 class WT310Simulator(Simulator):
     kind = "wt310"
-    options = {"transport": "pty", "rate": 1.0, "model": "wt310"}
+    options = {"transport": "pty", "rate": 1.0, "model": "wt310", "hostile": "", "hostile_at": 0.0}
 
     # -- state ----------------------------------------------------------------------------
     def _reset_state(self) -> None:
@@ -404,6 +408,11 @@ class WT310Simulator(Simulator):
         self._t_last = self._last_t
         self._e_integ = self._e_last
         self._threads = [threading.Thread(target=self._ticker, name="sim-wt310-tick", daemon=True)]
+        if self.opts["hostile"]:
+            if self.opts["hostile"] not in HOSTILE:
+                from drivers.base import MeterConfigError
+                raise MeterConfigError(f"sim:wt310: hostile must be one of {', '.join(HOSTILE)}")
+            self._threads.append(threading.Thread(target=self._hostile, name="sim-wt310-hostile", daemon=True))
         if self.opts["transport"] == "pty":
             self.port = PtyPort("ttyWT310")
             self._threads.append(threading.Thread(target=self._serve_pty, name="sim-wt310", daemon=True))
@@ -432,6 +441,35 @@ class WT310Simulator(Simulator):
             self._close_tcp()
             for t in self._threads:
                 t.join(timeout=2)
+
+    def _hostile(self) -> None:
+        """From ``hostile_at`` s on, a broken device: floods ``;``, random bytes, or one line
+        that never ends, on the pty or every open connection (writes never block)."""
+        import select
+
+        mode = self.opts["hostile"]
+        self._stop.wait(float(self.opts["hostile_at"]))
+        while not self._stop.is_set():
+            if mode == "flood":
+                data = b";" * 4096
+            elif mode == "random":
+                data = self.faults.garbage_bytes(4096)
+            else:  # endless: digits, never a terminator
+                data = b"1" * 4096
+            if self.opts["transport"] == "pty":
+                fd = self.port.master
+                try:
+                    if fd is not None and select.select([], [fd], [], 0.05)[1]:
+                        self.port.write(data)
+                except (OSError, ValueError):
+                    pass
+            else:
+                for c in list(getattr(self, "_conns", [])):
+                    try:
+                        c.send(data)
+                    except OSError:
+                        pass
+            self._stop.wait(0.002)
 
     def _set_dropped(self, dropped: bool) -> None:
         with self.cond:

@@ -72,12 +72,44 @@ class _Param:
     nullable: bool = False  # None allowed although the default is not None
 
 
-def _positive(v: Any) -> str | None:
-    return None if v is None or v > 0 else "must be > 0"
+def _range_text(x: float) -> str:
+    return f"{x:,}".replace(",", "_") if isinstance(x, int) and abs(x) >= 100_000 else f"{x:g}"
 
 
-def _at_least(n: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v is None or v >= n else f"must be >= {n:g}"
+def _between(lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> Callable[[Any], str | None]:
+    """``lo <= v <= hi`` (``lo < v`` when ``lo_open``); the error names the allowed range."""
+    low = f"> {_range_text(lo)}" if lo_open else f">= {_range_text(lo)}"
+    text = f"must be {low} and <= {_range_text(hi)}{unit}"
+
+    def check(v: Any) -> str | None:
+        if v is None:
+            return None
+        if v != v or (v <= lo if lo_open else v < lo) or v > hi:
+            return text
+        return None
+
+    check.range_text = text  # type: ignore[attr-defined]  # added to a value that is not even a number
+    return check
+
+
+#: bounds shared by several workloads
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week: longer runs are a mistake (or an attack), not a calibration
+MAX_THREADS = min(1024, 4 * (os.cpu_count() or 1))
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_LEVELS = 1000
+MAX_BATCH_BYTES = 16 << 30  # one batch of float32 input images
+
+
+def _max_bytes() -> int:
+    """memory-stress buffers: at most half the physical memory (and 1 TiB); 256 MiB at least."""
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        phys = 32 << 30
+    return max(256 << 20, min(1 << 40, phys // 2))
+
+
+MAX_BYTES = _max_bytes()
 
 
 def _fraction(v: Any) -> str | None:
@@ -114,6 +146,8 @@ def _check_weights(v: str | None) -> str | None:
 def parse_levels(v: Any) -> str:
     """``"0,0.5,1"`` (or a list) -> the same levels as a canonical comma string."""
     items = v if isinstance(v, list | tuple) else str(v).split(",")
+    if len(items) > MAX_LEVELS:
+        raise ValueError(f"has {len(items)} levels; at most {MAX_LEVELS}")
     levels = []
     for item in items:
         text = str(item).strip()
@@ -138,6 +172,8 @@ def parse_bytes(v: Any) -> int:
         raise ValueError("is not a size")
     if isinstance(v, int | float):
         n = v
+        if n != n or n in (float("inf"), float("-inf")):
+            raise ValueError(f"{v!r} is not a finite number of bytes")
     else:
         m = _SIZE.match(str(v))
         if not m:
@@ -148,31 +184,41 @@ def parse_bytes(v: Any) -> int:
     return int(n)
 
 
+def parse_buffer_bytes(v: Any) -> int:
+    """:func:`parse_bytes`, at most :data:`MAX_BYTES` (half the physical memory)."""
+    n = parse_bytes(v)
+    if n > MAX_BYTES:
+        raise ValueError(f"must be >= 1 and <= {MAX_BYTES} bytes ({MAX_BYTES / 2**30:.4g} GiB, half the memory)")
+    return n
+
+
 _COMMON: dict[str, _Param] = {
-    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)", _positive),
-    "seed": _Param(0, int, "random seed (data, model initialisation, order)"),
+    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)",
+                         _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)")),
+    "seed": _Param(0, int, "random seed (data, model initialisation, order)", _between(0, MAX_SEED)),
 }
 
 _CNN: dict[str, _Param] = {
-    "epochs": _Param(None, int, "epochs to train (None = 3, or unlimited when steps or duration_s is set)", _at_least(1)),
-    "steps": _Param(None, int, "stop after this many training steps, warm-up excluded (None = not limited)", _at_least(1)),
-    "batch_size": _Param(16, int, "images per step", _at_least(1)),
-    "image_size": _Param(32, int, "input height and width, px", _at_least(8)),
-    "num_classes": _Param(10, int, "classes (the synthetic set's; file datasets bring their own)", _at_least(2)),
-    "train_size": _Param(512, int, "generated training images (synthetic dataset)", _at_least(2)),
-    "val_size": _Param(128, int, "generated validation images (synthetic dataset)", _at_least(1)),
-    "limit": _Param(0, int, "file datasets: use at most this many images of each split (0 = all)", _at_least(0)),
+    "epochs": _Param(None, int, "epochs to train (None = 3, or unlimited when steps or duration_s is set)", _between(1, 100_000)),
+    "steps": _Param(None, int, "stop after this many training steps, warm-up excluded (None = not limited)", _between(1, 10**9)),
+    "batch_size": _Param(16, int, "images per step", _between(1, 65536)),
+    "image_size": _Param(32, int, "input height and width, px", _between(8, 1024)),
+    "num_classes": _Param(10, int, "classes (the synthetic set's; file datasets bring their own)", _between(2, 100_000)),
+    "train_size": _Param(512, int, "generated training images (synthetic dataset)", _between(2, 10**7)),
+    "val_size": _Param(128, int, "generated validation images (synthetic dataset)", _between(1, 10**7)),
+    "limit": _Param(0, int, "file datasets: use at most this many images of each split (0 = all)", _between(0, 10**9)),
     "device": _Param("cpu", str, "cpu, cuda, cuda:N, mps or auto", _check_device),
     "optimizer": _Param("sgd", str, "sgd (momentum 0.9), adam or adamw", _one_of("sgd", "adam", "adamw")),
-    "lr": _Param(None, float, "learning rate (None = 0.01 for sgd, 0.001 for adam/adamw)", _positive),
-    "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _at_least(0)),
+    "lr": _Param(None, float, "learning rate (None = 0.01 for sgd, 0.001 for adam/adamw)",
+                 _between(0, 10, lo_open=True)),
+    "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _between(0, MAX_THREADS)),
     "amp": _Param(False, bool, "mixed precision (float16 on cuda/mps, bfloat16 on cpu)"),
     "channels_last": _Param(False, bool, "channels-last memory format"),
     "freeze_base": _Param(False, bool, "transfer mode: freeze the convolutional base, train only the classifier head"),
     "weights": _Param(None, str, "local state_dict file to start from (never downloaded)", _check_weights),
     "dataset": _Param("synthetic", str, "synthetic | imagefolder:DIR | cifar10:DIR | mnist:DIR (local files only)", _check_dataset),
-    "eval_every": _Param(1, int, "evaluate on the validation set every N epochs (and at the end)", _at_least(1)),
-    "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _at_least(0)),
+    "eval_every": _Param(1, int, "evaluate on the validation set every N epochs (and at the end)", _between(1, 100_000)),
+    "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _between(0, 100_000)),
 }
 
 #: Per-model defaults that differ from the CNN defaults, and the smallest usable input (px).
@@ -196,9 +242,11 @@ CNN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _CAL_UTIL = _Param(1.0, float, "target utilisation of each worker, 0..1", _fraction)
-_CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _at_least(0))
-_CAL_CYCLE = _Param(0.1, float, "duty-cycle period, s (utilisation is exact over each period)", _positive)
-_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)", _positive, nullable=True)
+_CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _between(0, MAX_THREADS))
+_CAL_CYCLE = _Param(0.1, float, "duty-cycle period, s (utilisation is exact over each period)",
+                    _between(0.001, 60, unit=" s"))
+_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)",
+                       _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)"), nullable=True)
 
 CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     "idle": ("sleep: the machine's idle baseline (phase idle)", {
@@ -206,16 +254,16 @@ CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     }),
     "step": ("utilisation staircase, one phase level-X.XX per level, held hold_s each", {
         "levels": _Param("0,0.5,1", str, "comma-separated utilisation fractions", parse=parse_levels),
-        "hold_s": _Param(10.0, float, "time at each level, s", _positive),
+        "hold_s": _Param(10.0, float, "time at each level, s", _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)")),
         "threads": _CAL_THREADS,
         "cycle_s": _CAL_CYCLE,
     }),
     "square": ("square wave between high and low utilisation (phases high / low)", {
-        "period_s": _Param(10.0, float, "period of the wave, s", _positive),
+        "period_s": _Param(10.0, float, "period of the wave, s", _between(0, 24 * 3600, lo_open=True, unit=" s (1 day)")),
         "duty": _Param(0.5, float, "fraction of each period at high", lambda v: None if 0 < v < 1 else "must be between 0 and 1 (exclusive)"),
         "high": _Param(1.0, float, "utilisation in the high phase, 0..1", _fraction),
         "low": _Param(0.0, float, "utilisation in the low phase, 0..1", _fraction),
-        "cycles": _Param(6, int, "periods to run (when duration_s is not set)", _at_least(1)),
+        "cycles": _Param(6, int, "periods to run (when duration_s is not set)", _between(1, 1_000_000)),
         "threads": _CAL_THREADS,
         "cycle_s": _CAL_CYCLE,
     }),
@@ -228,14 +276,14 @@ CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     "gpu-stress": ("back-to-back matrix multiplications on a CUDA GPU at a target utilisation (phase stress)", {
         "duration_s": _CAL_DURATION,
         "utilisation": _CAL_UTIL,
-        "size": _Param(4096, int, "matrix side (n x n)", _at_least(16)),
+        "size": _Param(4096, int, "matrix side (n x n)", _between(16, 32768)),
         "dtype": _Param("float16", str, "float16, bfloat16 or float32", _one_of("float16", "bfloat16", "float32")),
         "device": _Param("cuda", str, "cuda or cuda:N", lambda v: None if re.fullmatch(r"cuda(:\d+)?", v) else "must be cuda or cuda:N"),
         "cycle_s": _CAL_CYCLE,
     }),
     "memory-stress": ("memory-bandwidth load: workers copy buffers back and forth (phase stress)", {
         "duration_s": _CAL_DURATION,
-        "bytes": _Param(268435456, int, "total buffer size, bytes (256M, 1G accepted)", parse=parse_bytes),
+        "bytes": _Param(268435456, int, "total buffer size, bytes (256M, 1G accepted)", parse=parse_buffer_bytes),
         "threads": _CAL_THREADS,
         "utilisation": _CAL_UTIL,
         "cycle_s": _CAL_CYCLE,
@@ -270,7 +318,7 @@ def _cnn_table(name: str) -> dict[str, _Param]:
     table = {**_COMMON, **_CNN}
     preset = CNN_PRESETS.get(name, {})
     size = preset.get("image_size", 224 if name.startswith(("vit_", "swin", "maxvit")) else 32)
-    table["image_size"] = _Param(size, int, "input height and width, px", _at_least(preset.get("min_size", 8)))
+    table["image_size"] = _Param(size, int, "input height and width, px", _between(preset.get("min_size", 8), 1024))
     for key in ("optimizer", "lr"):
         if key in preset:
             table[key] = dataclasses.replace(table[key], default=preset[key])
@@ -391,10 +439,39 @@ def _validate(name: str, table: dict[str, _Param], params: dict[str, Any] | None
             problem = p.check(value) if p.check is not None and value is not None else None
         except ValueError as exc:
             problem = str(exc)
+            allowed = getattr(p.check, "range_text", None)
+            if allowed:
+                problem = f"{problem}; {allowed}"
         if problem:
-            raise ValueError(f"{name}: {key}={given.get(key, p.default)!r}: {problem}")
+            raise ValueError(f"{name}: {key}={_short_repr(given.get(key, p.default))}: {problem}")
         out[key] = value
+    problem = _combined_problem(out)
+    if problem:
+        raise ValueError(f"{name}: {problem}")
     return out
+
+
+def _short_repr(value: Any, max_len: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= max_len else text[: max_len - 3] + "..."
+
+
+def _combined_problem(p: dict[str, Any]) -> str | None:
+    """Limits on parameters together: the planned length of a load, one batch's memory."""
+    if p.get("duration_s") is None:
+        planned = None
+        if "levels" in p and "hold_s" in p:
+            planned, what = len(p["levels"].split(",")) * p["hold_s"], "levels x hold_s"
+        elif "cycles" in p and "period_s" in p:
+            planned, what = p["cycles"] * p["period_s"], "cycles x period_s"
+        if planned is not None and planned > MAX_DURATION_S:
+            return f"{what} = {planned:g} s: must be <= {MAX_DURATION_S:g} s (7 days)"
+    if "batch_size" in p and "image_size" in p:
+        batch = p["batch_size"] * 3 * p["image_size"] ** 2 * 4
+        if batch > MAX_BATCH_BYTES:
+            return (f"batch_size={p['batch_size']} x image_size={p['image_size']}: one batch of images would take "
+                    f"{batch / 2**30:.4g} GiB; must be <= {MAX_BATCH_BYTES >> 30} GiB")
+    return None
 
 
 def _argv(name: str, params: dict[str, Any], command: list[str] | None) -> list[str]:

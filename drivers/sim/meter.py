@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from drivers.base import Channel, Meter, Reading
 from drivers.sim.registry import make_simulator, simulator_class
 from drivers.sim.simulator import Simulator
+
+
+def inner_meter_uri(inner_uri: str, name: str, interval_s: float | None) -> str:
+    """The simulator's own URI plus the session's ``name`` and ``interval``, each value
+    percent-encoded: a name is a name, never more options (``w&max_w=10`` stays one name)."""
+    extra: dict[str, str] = {"name": name}
+    if interval_s:
+        extra["interval"] = repr(float(interval_s))
+    return inner_uri + ("&" if "?" in inner_uri else "?") + urlencode(extra, quote_via=quote, errors="surrogatepass")
 
 
 class SimMeter(Meter):
@@ -19,8 +29,7 @@ class SimMeter(Meter):
 
         self.sim = sim
         self.inner_uri = inner_uri
-        self.inner = make_meter(inner_uri + ("&" if "?" in inner_uri else "?") + f"name={name or sim.kind}"
-                                + (f"&interval={interval_s}" if interval_s else ""))
+        self.inner = make_meter(inner_meter_uri(inner_uri, name or sim.kind, interval_s))
         super().__init__(self.inner.name, self.inner.interval_s)
         # the recorder schedules this meter as it would the real driver
         self.push = self.inner.push  # type: ignore[misc]

@@ -103,8 +103,11 @@ def lin_ccc(reference: Any, candidate: Any, *, alpha: float = 0.05) -> dict[str,
             "c_b": math.nan,
             "se_z": math.nan,
         }
-    r = sxy / math.sqrt(sxx * syy)
-    u = (mx - my) / math.sqrt(math.sqrt(sxx * syy))
+    sd_prod = math.sqrt(sxx) * math.sqrt(syy)  # not sqrt(sxx * syy): that product underflows to 0
+    if sd_prod == 0.0 or not math.isfinite(sd_prod):
+        return {"value": rc, "ci": (math.nan, math.nan), "r": math.nan, "c_b": math.nan, "se_z": math.nan}
+    r = max(-1.0, min(1.0, sxy / sd_prod))
+    u = (mx - my) / math.sqrt(sd_prod)
     if abs(rc) >= 1.0 or r == 0.0 or n <= 2:
         return {"value": rc, "ci": (rc, rc), "r": r, "c_b": rc / r if r else math.nan, "se_z": 0.0}
     one = 1.0 - rc**2
@@ -345,6 +348,14 @@ def compare(
         raise ValueError("reference values are all equal; regression and correlation are undefined")
     if np.ptp(cand) == 0:
         raise ValueError("candidate values are all equal; regression and correlation are undefined")
+    for what, v in (("reference", ref), ("candidate", cand)):
+        var = float(np.var(v))
+        if var == 0.0:  # e.g. denormal values (~1e-320): their spread underflows to 0
+            raise ValueError(f"{what} values have no spread that floating point can represent (values of "
+                             f"~{float(np.max(np.abs(v))):.3g}); regression and correlation are undefined: rescale them")
+        if not math.isfinite(var):
+            raise ValueError(f"{what} values are too large for their spread to be computed (values of "
+                             f"~{float(np.max(np.abs(v))):.3g}); rescale them")
 
     # Bland-Altman
     rep_subjects = subj if subj is not None and np.unique(subj).size < ref.size else None

@@ -334,6 +334,10 @@ def bland_altman_ratio(
             raise ValueError("ratio (log) Bland-Altman needs all values > 0")
         b = _basic(np.log(y) - np.log(x), k=k, alpha=alpha, loa_ci=loa_ci)
 
+    if any(abs(v) >= 700.0 for v in (b["loa_low"], b["loa_high"], *b["loa_low_ci"], *b["loa_high_ci"])):
+        raise ValueError("candidate/reference ratios span more than floating point can hold; "
+                         "the ratio (log) Bland-Altman is unavailable")
+
     def ex(t: tuple[float, float]) -> list[float]:
         return [math.exp(t[0]), math.exp(t[1])]
 

@@ -27,7 +27,11 @@ from scipy.optimize import minimize
 from analysis.align import detect_edges
 from analysis.sampling import median_interval, paired_trace
 
-__all__ = ["Characterization", "characterize", "update_period_s", "update_samples"]
+__all__ = ["Characterization", "characterize", "merge_edges", "update_period_s", "update_samples"]
+
+#: load edges closer than this (s) are one edge: a phase's end and the next phase's start
+#: are stamped a fraction of a millisecond apart by the workload process
+EDGE_TOLERANCE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,17 @@ def update_samples(t_s: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, np
     new = np.ones(t.size, dtype=bool)
     new[1:] = p[1:] != p[:-1]
     return t[new], p[new]
+
+
+def merge_edges(edges_s: np.ndarray, tolerance_s: float = EDGE_TOLERANCE_S) -> np.ndarray:
+    """Sorted edge times with runs of edges closer than ``tolerance_s`` (s) merged into
+    one (their mean): one load step marked twice (end of a phase, start of the next)."""
+    e = np.sort(np.asarray(edges_s, dtype=float).ravel())
+    e = e[np.isfinite(e)]
+    if e.size < 2:
+        return e
+    group = np.concatenate([[0], np.cumsum(np.diff(e) > tolerance_s)])
+    return np.array([float(e[group == g].mean()) for g in range(int(group[-1]) + 1)])
 
 
 def _ramp_sse(x: np.ndarray, f: np.ndarray, d: float, w: float) -> float:
@@ -154,6 +169,7 @@ def characterize(
     span_s: float | None = None,
     max_window_s: float | None = None,
     min_edges: int = 3,
+    edge_tolerance_s: float = EDGE_TOLERANCE_S,
 ) -> Characterization:
     """Update period, averaging window, delay and rise time (s) of a meter.
 
@@ -163,7 +179,8 @@ def characterize(
     the median edge spacing, and never past the neighbouring edges): the level before is
     the median over the half-span before the edge, the level after the median over the
     second half-span after it, so the response must settle within half a span.  The
-    window is searched up to ``max_window_s`` (default half the span).
+    window is searched up to ``max_window_s`` (default half the span).  Edges closer than
+    ``edge_tolerance_s`` are one edge (:func:`merge_edges`).
     """
     t, p = paired_trace(t_s, power_w, "t_s", "power_w")
     ok = np.isfinite(p)
@@ -176,6 +193,7 @@ def characterize(
         edges = detect_edges(ref_t_s, ref_power_w).t_s
     else:
         edges = np.sort(np.asarray(edges_s, dtype=float).ravel())
+    edges = merge_edges(edges, edge_tolerance_s)
     edges = edges[(edges > t[0]) & (edges < t[-1])]
     if edges.size < min_edges:
         raise ValueError(
@@ -191,7 +209,8 @@ def characterize(
     if math.isfinite(upd) and span < 1.5 * upd:
         raise ValueError(
             f"load edges ({2 * span:.3g} s apart) are too close for a meter updating every "
-            f"{upd:.3g} s; use a square wave with periods of at least {4 * upd:.3g} s"
+            f"{upd:.3g} s; use a square wave whose half-period (time between edges) is at least "
+            f"{4 * upd:.3g} s (a period of {8 * upd:.3g} s or more)"
         )
     prev = np.concatenate([[np.inf], spacing])
     nxt = np.concatenate([spacing, [np.inf]])

@@ -123,12 +123,13 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- characterize
 def cmd_characterize(args: argparse.Namespace) -> int:
-    from analysis.characterize import characterize
+    from analysis.characterize import characterize, merge_edges
     from analysis.series import series_of
 
     data = _load(args.session)
-    edges = sorted({t for name, a, b in data.phases() if name not in ("workload", "baseline-before", "baseline-after")
-                    for t in (a, b)})
+    # a phase's end and the next one's start are one load edge, stamped ~0.1-0.4 ms apart
+    edges = merge_edges(np.array([t for name, a, b in data.phases()
+                                  if name not in ("workload", "baseline-before", "baseline-after") for t in (a, b)]))
     if len(edges) < 2:
         raise UsageError("characterize needs a step or square-wave session (phase markers at the load edges): "
                      "record one with --workload square or --workload step")
@@ -140,7 +141,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         t = s.t_s if s.power_w is not None else s.t_p
         p = s.power_w if s.power_w is not None else s.p
         try:
-            c = characterize(t, p, edges_s=np.asarray(edges))
+            c = characterize(t, p, edges_s=edges)
         except ValueError as exc:
             rows.append({"channel": cid, "error": str(exc).splitlines()[0]})
             continue

@@ -3,11 +3,14 @@
 A :class:`Series` holds one channel's good samples on the session clock (s), its
 reported power (W) and continuous cumulative energy (J) where the meter has them, its
 best power estimate (W) and the spans with no data.  :func:`covered_energy` is the
-energy (J) a series measured over a span, gaps left out.
+energy (J) a series measured over a span, gaps left out, and :func:`mean_power_over` its
+mean power over spans: thin wrappers passing the series' arrays to
+:func:`analysis.windows.span_energy` and :func:`analysis.windows.mean_power_w`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +20,7 @@ import numpy as np
 from analysis.align import align
 from analysis.load import ChannelTrace
 from analysis.sampling import GAP_FACTOR, find_gaps, power_series
-from analysis.windows import free_spans, window_energies
+from analysis.windows import common_coverage, mean_power_w, span_energy, window_energies
 
 __all__ = ["Series", "continuous_counter", "covered_energy", "mean_power_over", "series_energies",
            "series_of", "to_reference_clock", "trace_gaps"]
@@ -38,6 +41,18 @@ class Series:
     interval_s: float  # median sampling interval (s)
     window_s: float | None  # the meter's own averaging window (s)
     resolution_j: float | None  # the counter's resolution (J)
+
+    def coverage(self) -> tuple[float, float, np.ndarray] | None:
+        """(start s, end s, gaps (k, 2) s) the series measured; None under 2 samples."""
+        if len(self.t_s) < 2:
+            return None
+        # reported power averages the window before its stamp: the trace covers [t0 - w/2, tN - w/2]
+        half = 0.5 * (self.window_s or 0.0) if not self.use_counter else 0.0
+        return common_coverage([self.t_s - half], gaps=[self.gaps])
+
+    def energy_options(self) -> dict[str, Any]:
+        """The meter's options to :func:`analysis.windows.window_energies` and the functions on it."""
+        return {"power_window_s": self.window_s, "energy_resolution_j": self.resolution_j}
 
 
 def continuous_counter(trace: ChannelTrace, ok: Any) -> np.ndarray | None:
@@ -106,38 +121,23 @@ def to_reference_clock(t_s: np.ndarray, lag: Any) -> np.ndarray:
 def series_energies(s: Series, windows: np.ndarray, lag: Any = None) -> np.ndarray:
     """Energy (J) per window (rows t0, t1 in s) of ``s``, mapped onto the reference clock by ``lag``."""
     return np.asarray(window_energies(windows, to_reference_clock(s.t_s, lag), energy_j=s.energy_j,
-                                      power_w=s.power_w, power_window_s=s.window_s,
-                                      energy_resolution_j=s.resolution_j), float)
+                                      power_w=s.power_w, **s.energy_options()), float)
 
 
-def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf) -> tuple[float, float]:
+def covered_energy(s: Series, t0: float = -np.inf, t1: float = np.inf, *, complete: float = 0.0
+                   ) -> tuple[float, float]:
     """(energy J, seconds covered) of ``s`` within [t0, t1] s, over the spans that have data.
 
     Gaps (disconnections, silences) are left out, not filled: the caller sees how much of
-    the span was measured and decides what to say.
+    the span was measured and decides what to say (or asks for NaN energy when under
+    ``complete`` of it is).  See :func:`analysis.windows.span_energy`.
     """
-    if len(s.t_s) < 2:
-        return float("nan"), 0.0
-    # reported power averages the window before its stamp: the trace covers [t0 - w/2, tN - w/2]
-    half = 0.5 * (s.window_s or 0.0) if not s.use_counter else 0.0
-    a = max(t0, float(s.t_s[0]) - half)
-    b = min(t1, float(s.t_s[-1]) - half)
-    spans = free_spans(a, b, s.gaps) if b > a else []
-    if not spans:
-        return float("nan"), 0.0
-    e = series_energies(s, np.asarray(spans, float))
-    ok = np.isfinite(e)
-    if not ok.any():
-        return float("nan"), 0.0
-    return float(e[ok].sum()), float(sum(y - x for (x, y), good in zip(spans, ok) if good))
+    return span_energy((t0, t1), s.t_s, s.energy_j, s.power_w, coverage=s.coverage(), complete=complete,
+                       **s.energy_options())
 
 
 def mean_power_over(s: Series, spans: list[tuple[float, float]]) -> float | None:
-    """Mean power (W) over the measured parts of ``spans`` (s); None when none is measured."""
-    e, dur = 0.0, 0.0
-    for a, b in spans:
-        v, covered = covered_energy(s, a, b)
-        if np.isfinite(v) and covered > 0:
-            e += v
-            dur += covered
-    return e / dur if dur > 0 else None
+    """Mean power (W) over the measured parts of ``spans`` (s); None when none is measured.
+    See :func:`analysis.windows.mean_power_w`."""
+    p = mean_power_w(spans, s.t_s, s.energy_j, s.power_w, coverage=s.coverage(), **s.energy_options())
+    return p if math.isfinite(p) else None

@@ -21,6 +21,7 @@ from analysis.pairing import RAMP_TRIM_S
 from analysis.pipeline import Analysis, analyse
 from analysis.regression import ols
 from analysis.series import Series, covered_energy, mean_power_over
+from analysis.windows import dynamic_energy
 
 __all__ = ["BASELINE_PHASES", "COMPARE_LOCATIONS", "EMPTY_AGREEMENT", "calibration_fit", "epoch_table",
            "summarize", "workload_energy"]
@@ -124,7 +125,7 @@ def _meter_entries(data: SessionData, series: dict[str, Series], phases: list[tu
             "from_counter": bool(s.use_counter) if s else False,
             "interval_s": s.interval_s if s else None, "window_s": tr.info.get("window_s"),
             "idle_power_w": idle_w,
-            "dynamic_energy_j": (energy - idle_w * span) if idle_w is not None and span > 0 else None,
+            "dynamic_energy_j": dynamic_energy(energy, span, idle_w) if idle_w is not None and span > 0 else None,
         }
     return meters
 
@@ -192,8 +193,8 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     for name, a, b in phases:
         row = {"phase": name, "start_s": a, "end_s": b, "duration_s": b - a}
         for cid, s in series.items():
-            e, covered = covered_energy(s, a, b)
-            row[cid] = e if covered >= 0.99 * (b - a) else None  # a phase with a gap has no total
+            e, covered = covered_energy(s, a, b, complete=0.99)
+            row[cid] = e  # NaN when the meter missed part of the phase: a phase with a gap has no total
             row[f"{cid}:covered_s"] = covered
         phase_rows.append(row)
     workload["epochs"] = epoch_table(data, phase_rows, ref_id)

@@ -4,14 +4,18 @@ Meters are compared on energy over common windows, not on single power samples. 
 window is a pair ``(t0, t1)`` in seconds on the (aligned) session clock.  Energy comes
 from the cumulative counter interpolated at the window edges when it is fine enough,
 else from integrating reported power, each sample holding over the time it stands for.
-Windows that touch a gap in a meter's trace, or lie outside its coverage, get NaN.
-Pure functions on numpy arrays.
+Windows that touch a gap in a meter's trace, or lie outside its coverage, get NaN
+(:func:`window_energies`); over a longer span -- a phase, a baseline -- only the measured
+parts count (:func:`span_energy`, :func:`mean_power_w`), and a meter's dynamic energy is
+what it measured above its idle power (:func:`dynamic_energy`).  Pure functions on numpy
+arrays.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +25,10 @@ __all__ = [
     "choose_window_s",
     "common_coverage",
     "common_windows",
-    "dynamic_energies",
+    "dynamic_energy",
     "free_spans",
     "mean_power_w",
-    "phase_energies",
+    "span_energy",
     "window_energies",
 ]
 
@@ -65,22 +69,33 @@ def choose_window_s(
 
 
 def common_coverage(
-    traces_t_s: Iterable[np.ndarray], gap_factor: float = GAP_FACTOR
+    traces_t_s: Iterable[np.ndarray],
+    gap_factor: float = GAP_FACTOR,
+    *,
+    gaps: Iterable[Iterable[tuple[float, float]] | None] | None = None,
 ) -> tuple[float, float, np.ndarray]:
     """``(start_s, end_s, gaps)`` covered by every trace: the latest start, the earliest
-    end and the union of all traces' gaps (shape (k, 2), merged, sorted)."""
-    starts, ends, gaps = [], [], []
-    for t in traces_t_s:
+    end and the union of all traces' gaps (shape (k, 2), merged, sorted).
+
+    A trace's gaps are the intervals over ``gap_factor`` median intervals of its stamps,
+    unless ``gaps`` gives them (one list of ``(t0, t1)`` per trace, None: found from the
+    stamps), as for a channel that knows its disconnections.
+    """
+    traces = list(traces_t_s)
+    known = list(gaps) if gaps is not None else [None] * len(traces)
+    if len(known) != len(traces):
+        raise ValueError(f"common_coverage got {len(known)} gap lists for {len(traces)} traces")
+    starts, ends, spans = [], [], []
+    for t, g in zip(traces, known):
         ta = as_1d(t, "t_s")
         if ta.size == 0:
             raise ValueError("a meter trace is empty; it has no coverage to compare")
         starts.append(float(ta[0]))
         ends.append(float(ta[-1]))
-        gaps.append(find_gaps(ta, gap_factor))
+        spans.append(find_gaps(ta, gap_factor) if g is None else np.asarray(list(g), dtype=float).reshape(-1, 2))
     if not starts:
         raise ValueError("common_coverage needs at least one trace")
-    all_gaps = np.concatenate(gaps) if gaps else np.empty((0, 2))
-    return max(starts), min(ends), _merge(all_gaps)
+    return max(starts), min(ends), _merge(np.concatenate(spans))
 
 
 def _merge(spans: np.ndarray) -> np.ndarray:
@@ -250,25 +265,46 @@ def window_energies(
     return out
 
 
-def phase_energies(
-    phases: Iterable[tuple[str, float, float]],
+def span_energy(
+    span: tuple[float, float],
     t_s: np.ndarray,
     energy_j: np.ndarray | None = None,
     power_w: np.ndarray | None = None,
-    **kwargs: object,
-) -> dict[str, float]:
-    """Energy (J) per phase name from ``(name, t0_s, t1_s)`` markers (keyword options as
-    for :func:`window_energies`).  A name given several times sums its spans; a span the
-    meter does not fully cover makes that name NaN."""
-    items = list(phases)
-    if not items:
-        return {}
-    win = np.asarray([(float(a), float(b)) for _, a, b in items])
-    e = window_energies(win, t_s, energy_j, power_w, **kwargs)  # type: ignore[arg-type]
-    out: dict[str, float] = {}
-    for (name, _, _), v in zip(items, e):
-        out[name] = out.get(name, 0.0) + float(v)
-    return out
+    *,
+    coverage: tuple[float, float, Any] | None = None,
+    complete: float = 0.0,
+    **kwargs: Any,
+) -> tuple[float, float]:
+    """``(energy J, seconds measured)`` of one meter over ``span = (t0, t1)`` (s).
+
+    Only the measured parts count: the span is clipped to the meter's ``coverage``
+    ``(start_s, end_s, gaps)`` (default: :func:`common_coverage` of its stamps) and split
+    around the gaps, each part's energy comes from :func:`window_energies` (keyword options
+    as there) and a part it cannot measure (a counter reset, missing samples) is left out
+    -- gaps are not filled: the caller sees how much was measured.  ``(NaN, 0.0)`` when
+    nothing is; the energy is NaN also when under ``complete`` of the span is measured (a
+    total over a phase with a hole is no total).
+    """
+    if np.size(t_s) < 2:
+        return math.nan, 0.0
+    start, end, gaps = coverage if coverage is not None else _coverage_of(t_s, kwargs)
+    t0, t1 = span
+    parts = free_spans(max(t0, start), min(t1, end), gaps)
+    if not parts:
+        return math.nan, 0.0
+    e = window_energies(np.asarray(parts, float), t_s, energy_j, power_w, **kwargs)
+    ok = np.isfinite(e)
+    if not ok.any():
+        return math.nan, 0.0
+    covered = float(sum(b - a for (a, b), good in zip(parts, ok) if good))
+    if complete and covered < complete * (t1 - t0):
+        return math.nan, covered
+    return float(e[ok].sum()), covered
+
+
+def _coverage_of(t_s: np.ndarray, kwargs: dict[str, Any]) -> tuple[float, float, np.ndarray]:
+    """A trace's own coverage, its gaps found as :func:`window_energies` finds them."""
+    return common_coverage([t_s], kwargs.get("gap_factor", GAP_FACTOR))
 
 
 def mean_power_w(
@@ -276,33 +312,29 @@ def mean_power_w(
     t_s: np.ndarray,
     energy_j: np.ndarray | None = None,
     power_w: np.ndarray | None = None,
-    **kwargs: object,
+    *,
+    coverage: tuple[float, float, Any] | None = None,
+    **kwargs: Any,
 ) -> float:
-    """Mean power (W) over the spans (s) the meter covers, e.g. its idle baseline:
-    total energy / total duration of the fully covered spans; NaN if none is."""
-    win = np.asarray([(float(a), float(b)) for a, b in spans], dtype=float).reshape(-1, 2)
-    if win.shape[0] == 0:
-        return math.nan
-    e = window_energies(win, t_s, energy_j, power_w, **kwargs)  # type: ignore[arg-type]
-    ok = np.isfinite(e)
-    dur = float((win[ok, 1] - win[ok, 0]).sum())
-    return float(e[ok].sum()) / dur if dur > 0 else math.nan
+    """Mean power (W) over the measured parts of the spans (s), e.g. a meter's idle
+    baseline: the energy measured in them / the seconds measured (see :func:`span_energy`,
+    whose options it takes); NaN when nothing is measured."""
+    if coverage is None and np.size(t_s) >= 2:
+        coverage = _coverage_of(t_s, kwargs)  # once for all the spans
+    e, dur = 0.0, 0.0
+    for span in spans:
+        v, covered = span_energy(span, t_s, energy_j, power_w, coverage=coverage, **kwargs)
+        if math.isfinite(v) and covered > 0:
+            e += v
+            dur += covered
+    return e / dur if dur > 0 else math.nan
 
 
-def dynamic_energies(
-    phases: Iterable[tuple[str, float, float]],
-    energies_j: dict[str, float],
-    idle_power_w: float,
-) -> dict[str, float]:
-    """Idle-subtracted (dynamic) energy (J) per phase: ``E - idle_power_w x duration``,
-    durations summed over repeated names."""
+def dynamic_energy(energy_j: float, duration_s: float, idle_power_w: float) -> float:
+    """Idle-subtracted (dynamic) energy (J): ``energy_j - idle_power_w x duration_s``, what
+    a meter measured over ``duration_s`` seconds above its idle power (W)."""
     if not math.isfinite(idle_power_w):
         raise ValueError(
             "idle power is not a finite number of W; record an idle baseline first"
         )
-    dur: dict[str, float] = {}
-    for name, a, b in phases:
-        dur[name] = dur.get(name, 0.0) + (float(b) - float(a))
-    return {
-        name: energies_j[name] - idle_power_w * d for name, d in dur.items() if name in energies_j
-    }
+    return energy_j - idle_power_w * duration_s

@@ -11,9 +11,10 @@ from analysis.windows import (
     choose_window_s,
     common_coverage,
     common_windows,
-    dynamic_energies,
+    dynamic_energy,
+    free_spans,
     mean_power_w,
-    phase_energies,
+    span_energy,
     window_energies,
 )
 
@@ -129,6 +130,16 @@ def test_common_coverage() -> None:
         assert np.isfinite(window_energies(win, kw_t, **kw)).all()
 
 
+def test_common_coverage_of_known_gaps() -> None:
+    # a channel that knows its gaps (a disconnection shorter than the silence rule sees)
+    a = np.arange(0.0, 100.0, 1.0)
+    start, end, gaps = common_coverage([a, a + 2.0], gaps=[[(50.0, 51.0)], None])
+    assert (start, end) == (2.0, 99.0)
+    np.testing.assert_allclose(gaps, [[50.0, 51.0]])
+    with pytest.raises(ValueError):
+        common_coverage([a], gaps=[None, None])
+
+
 def test_phase_and_dynamic_energies() -> None:
     t = np.arange(0.0, 500.0, 0.5)
     phases = [
@@ -137,19 +148,55 @@ def test_phase_and_dynamic_energies() -> None:
         ("epoch-2", 200.0, 320.0),
         ("idle", 400.0, 450.0),
     ]
-    e = phase_energies(phases, t, energy_j=energy(t))
+    # energy per phase name (a name given several times sums its spans) and its duration
+    e: dict[str, float] = {}
+    dur: dict[str, float] = {}
+    for name, a, b in phases:
+        v, covered = span_energy((a, b), t, energy_j=energy(t), complete=1.0)
+        assert covered == pytest.approx(b - a)
+        e[name] = e.get(name, 0.0) + v
+        dur[name] = dur.get(name, 0.0) + (b - a)
     assert e["epoch-1"] == pytest.approx(float(energy(200.0) - energy(100.0)), rel=1e-6)
     idle_want = float(energy(60.0) - energy(10.0) + energy(450.0) - energy(400.0))
     assert e["idle"] == pytest.approx(idle_want, rel=1e-6)
     p_idle = mean_power_w([(10.0, 60.0), (400.0, 450.0)], t, energy_j=energy(t))
     assert p_idle == pytest.approx(idle_want / 100.0, rel=1e-6)
-    dyn = dynamic_energies(phases, e, p_idle)
+    dyn = {name: dynamic_energy(e[name], dur[name], p_idle) for name in e}
     assert dyn["epoch-2"] == pytest.approx(e["epoch-2"] - p_idle * 120.0)
     assert dyn["idle"] == pytest.approx(0.0, abs=1e-6)
     # a phase outside the trace is NaN, not zero
-    assert math.isnan(phase_energies([("late", 490.0, 600.0)], t, energy_j=energy(t))["late"])
+    late, covered = span_energy((490.0, 600.0), t, energy_j=energy(t), complete=1.0)
+    assert math.isnan(late) and covered == pytest.approx(9.5)
     with pytest.raises(ValueError):
-        dynamic_energies(phases, e, float("nan"))
+        dynamic_energy(e["epoch-2"], 120.0, float("nan"))
+
+
+def test_span_energy_counts_only_measured_seconds() -> None:
+    t = np.arange(0.0, 300.0, 1.0)
+    t = t[(t < 100.0) | (t >= 160.0)]  # a gap (99, 160)
+    for kw in ({"energy_j": energy(t)}, {"power_w": energy(t + 0.5) - energy(t - 0.5)}):
+        # clipped to the trace's coverage and split around the gap, not NaN for them
+        got, covered = span_energy((50.0, 350.0), t, **kw)
+        parts = free_spans(50.0, 299.0, [(99.0, 160.0)])
+        assert parts == [(50.0, 99.0), (160.0, 299.0)] and covered == pytest.approx(49.0 + 139.0)
+        want = sum(float(energy(b) - energy(a)) for a, b in parts)
+        assert got == pytest.approx(want, rel=1e-3), kw
+        # the same with the coverage given, and its mean power over several spans
+        cov = common_coverage([t])
+        assert span_energy((50.0, 350.0), t, coverage=cov, **kw) == (got, covered)
+        p = mean_power_w([(50.0, 350.0), (-10.0, 20.0)], t, **kw)
+        e20, c20 = span_energy((-10.0, 20.0), t, **kw)
+        assert c20 == pytest.approx(20.0)
+        assert p == pytest.approx((got + e20) / (covered + c20))
+        # asked for a complete span: NaN energy, the measured seconds still said
+        e_c, c_c = span_energy((50.0, 200.0), t, complete=0.99, **kw)
+        assert math.isnan(e_c) and c_c == pytest.approx(49.0 + 40.0)
+    # nothing measured: NaN energy, 0 s; a trace under 2 samples measures nothing
+    e0, c0 = span_energy((120.0, 150.0), t, energy_j=energy(t))
+    assert math.isnan(e0) and c0 == 0.0
+    assert math.isnan(span_energy((0.0, 1.0), t[:1], energy_j=energy(t[:1]))[0])
+    assert math.isnan(mean_power_w([(120.0, 150.0)], t, energy_j=energy(t)))
+    assert math.isnan(mean_power_w([], t, energy_j=energy(t)))
 
 
 def test_partial_coverage_option() -> None:

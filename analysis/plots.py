@@ -1,7 +1,9 @@
 """Figures for reports (matplotlib, Agg backend).  Computing lives elsewhere: each plot
 draws given arrays (s, W, J) and summary figures on an ``ax`` (a matplotlib Axes; a new
 figure when None) and returns that Axes.  :func:`png` renders a figure at the HTML edge;
-:func:`figure_png` draws one plot on a new figure and returns its PNG bytes."""
+:func:`figure_png` draws one plot on a new figure and returns its PNG bytes.  Names (channels,
+phases, workloads) are drawn as written: controls stripped (:func:`analysis.escape.plot_text`),
+never parsed as mathtext (``$x^2$`` is shown as those five characters)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from analysis.escape import plot_text
 
 __all__ = ["bland_altman_plot", "figure_png", "new_axes", "pareto_front", "pareto_plot", "phase_energy_figsize",
            "phase_energy_plot", "png", "power_traces", "residuals_plot", "scatter_fit"]
@@ -25,6 +29,13 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _literal_legend(legend: Any) -> Any:
+    """Legend entries are names: shown as written, never parsed as mathtext."""
+    for t in legend.get_texts():
+        t.set_parse_math(False)
+    return legend
 
 
 def new_axes(figsize: tuple[float, float]) -> Any:
@@ -56,15 +67,15 @@ def power_traces(traces: dict[str, tuple[np.ndarray, np.ndarray]], phases: list[
     colors = _plt().rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (p_name, a, b) in enumerate(phases):
         ax.axvspan(a, b, color="0.92" if i % 2 == 0 else "0.86", zorder=0)
-        ax.text((a + b) / 2, 1.0, p_name, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=7, rotation=0, clip_on=True)
+        ax.text((a + b) / 2, 1.0, plot_text(p_name), transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=7, rotation=0, clip_on=True, parse_math=False)
     for i, (cid, (t, p)) in enumerate(traces.items()):
         step = max(1, len(t) // max_points)
         ax.plot(t[::step], p[::step], lw=1.6 if cid == reference else 1.0, color=colors[i % len(colors)],
-                label=cid + (" (reference)" if cid == reference else ""))
+                label=plot_text(cid) + (" (reference)" if cid == reference else ""))
     ax.set_xlabel("session time (s)")
     ax.set_ylabel("power (W)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _literal_legend(ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)))
     ax.grid(alpha=0.3)
     return ax
 
@@ -73,6 +84,7 @@ def scatter_fit(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, An
                 ref_name: str, cand_name: str, *, ax: Any = None) -> Any:
     """Window mean power (W): reference against candidate, identity line and calibration fit."""
     ax = ax if ax is not None else new_axes(FIGSIZE["scatter_fit"])
+    ref_name, cand_name = plot_text(ref_name), plot_text(cand_name)
     ax.scatter(cand_w, ref_w, s=14, alpha=0.8)
     lo = float(np.nanmin([cand_w.min(), ref_w.min()])) if len(ref_w) else 0.0
     hi = float(np.nanmax([cand_w.max(), ref_w.max()])) if len(ref_w) else 1.0
@@ -82,9 +94,9 @@ def scatter_fit(ref_w: np.ndarray, cand_w: np.ndarray, calibration: dict[str, An
         a, b = calibration["intercept"], calibration.get("slope")
         label = f"{ref_name} = {a:.1f} + {b:.3f} x" if b is not None else f"{ref_name} = {a:.1f} + x (no gain)"
         ax.plot(xs, a + (1.0 if b is None else b) * xs, color="C3", label=label)
-    ax.set_xlabel(f"{cand_name} (W)")
-    ax.set_ylabel(f"{ref_name} (W)")
-    ax.legend(fontsize=7)
+    ax.set_xlabel(f"{cand_name} (W)", parse_math=False)
+    ax.set_ylabel(f"{ref_name} (W)", parse_math=False)
+    _literal_legend(ax.legend(fontsize=7))
     ax.grid(alpha=0.3)
     return ax
 
@@ -106,7 +118,7 @@ def bland_altman_plot(ref_w: np.ndarray, cand_w: np.ndarray, ba: dict[str, Any],
         if ci and all(c is not None for c in ci):
             ax.axhspan(ci[0], ci[1], color="C3", alpha=0.08)
     ax.set_xlabel("mean of the two (W)")
-    ax.set_ylabel(f"{cand_name} - reference (W)")
+    ax.set_ylabel(f"{plot_text(cand_name)} - reference (W)", parse_math=False)
     ax.grid(alpha=0.3)
     return ax
 
@@ -141,10 +153,11 @@ def phase_energy_plot(phases: list[dict[str, Any]], channels: list[str], *, ax: 
     x = np.arange(len(rows))
     for i, cid in enumerate(channels):
         vals = [r.get(cid) if r.get(cid) is not None else np.nan for r in rows]
-        ax.bar(x + i * width, vals, width, label=cid)
-    ax.set_xticks(x + 0.4 - width / 2, [r["phase"] for r in rows], rotation=30, ha="right", fontsize=7)
+        ax.bar(x + i * width, vals, width, label=plot_text(cid))
+    ax.set_xticks(x + 0.4 - width / 2, [plot_text(r["phase"]) for r in rows], rotation=30, ha="right", fontsize=7,
+                  parse_math=False)
     ax.set_ylabel("energy (J)")
-    ax.legend(fontsize=7)
+    _literal_legend(ax.legend(fontsize=7))
     ax.grid(alpha=0.3, axis="y")
     return ax
 
@@ -167,13 +180,13 @@ def pareto_plot(points: list[tuple[float, float, str]], *, ax: Any = None) -> An
     for i, lab in enumerate(labels):
         xs = [p[0] for p in points if p[2] == lab]
         ys = [p[1] for p in points if p[2] == lab]
-        ax.scatter(xs, ys, label=lab, color=f"C{i % 10}")
+        ax.scatter(xs, ys, label=plot_text(lab), color=f"C{i % 10}")
     front = pareto_front([(p[0], p[1]) for p in points])
     fx = [points[i][0] for i in front]
     fy = [points[i][1] for i in front]
     ax.step(fx, fy, where="post", color="0.4", ls="--", label="Pareto front")
     ax.set_xlabel("energy (J)")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+    _literal_legend(ax.legend(fontsize=7))
     ax.grid(alpha=0.3)
     return ax

@@ -235,3 +235,19 @@ def test_session_with_mathtext_names_reports(tmp_path):
     assert {p["phase"] for p in summary["phases"]} >= {"$\\frac$", "load $x^2$ <script>|a|"}
     r = run_cli("report", str(out))
     assert r.returncode == 0, r.stderr
+
+
+def test_compare_and_campaign_pages_escape_names(tmp_path):
+    from analysis.campaign_report import aggregate, render_campaign_html
+    from analysis.compare_report import render_compare_html
+
+    evil = ["<script>alert(1)</script>", "$\\frac$", "=cmd|x", "a\x1b[2Jb"]
+    rows = [{"session": f"s{i}", "workload": w, "energy_j": 10.0 + i, "accuracy": 0.5 + i / 10}
+            for i, w in enumerate(evil)]
+    page = render_compare_html(rows)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "$\\frac$" in page
+    summaries = [{"session": f"/x/{r['session']}", "workload": {"name": r["workload"], "energy_j": r["energy_j"],
+                                                               "accuracy": r["accuracy"], "duration_s": 1.0},
+                  "emissions": {"co2_g": 0.1}, "agreement": []} for r in rows]
+    page = render_campaign_html(tmp_path / "<b>camp", aggregate(summaries))
+    assert "<script>" not in page and "<b>camp" not in page and "&lt;script&gt;" in page

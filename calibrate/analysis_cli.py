@@ -32,6 +32,25 @@ def _components(expr: str) -> list[str]:
         raise UsageError(str(exc)) from None
 
 
+# --------------------------------------------------------------------------- fit / correct
+def _meter_of(data: Any, cid: str) -> tuple[str | None, str | None]:
+    """(meter kind, meter name) of channel ``cid`` in a session's manifest."""
+    for m in data.manifest.get("meters") or []:
+        if isinstance(m, dict) and any(isinstance(c, dict) and c.get("id") == cid for c in m.get("channels") or []):
+            return m.get("kind"), m.get("name")
+    info = data.channels[cid].info if cid in data.channels else {}
+    return info.get("meter_kind"), None
+
+
+def _provenance(data: Any, reference: str | None, comps: list[str]) -> dict[str, Any]:
+    """What a model fitted on (or applied to) this session depends on."""
+    kind, name = _meter_of(data, reference) if reference else (None, None)
+    host = (data.manifest.get("host") or {}).get("hostname") if isinstance(data.manifest.get("host"), dict) else None
+    return {"reference": reference, "reference_kind": kind, "reference_name": name, "host": host,
+            "channel_kinds": {c: _meter_of(data, c)[0] for c in comps if c in data.channels},
+            "workload": (data.manifest.get("workload") or {}).get("name")}
+
+
 def _session_table(path: str, reference: str | None, comps: list[str], window: float | None) -> Any:
     from analysis.pipeline import window_table
 
@@ -43,37 +62,57 @@ def _session_table(path: str, reference: str | None, comps: list[str], window: f
     df["session"] = Path(path).name
     df["workload"] = (data.manifest.get("workload") or {}).get("name") or Path(path).name
     df.attrs["channels"] = {c: data.channels[c].info for c in comps if c in data.channels}
+    df.attrs["provenance"] = _provenance(data, df.attrs["reference"], comps)
     return df
 
 
-# --------------------------------------------------------------------------- fit / correct
 def cmd_fit(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from analysis.calibration import fit_calibration, refit_cpu_model
 
     comps = _components(args.candidate)
+    if args.window is not None:
+        _check_window(args.window)
     tables = [_session_table(p, args.reference, comps, args.window) for p in args.sessions]
     refs = {t.attrs["reference"] for t in tables}
     if len(refs) > 1:
         raise UsageError(f"sessions use different references ({', '.join(sorted(refs))}); pass --reference")
     table = pd.concat(tables, ignore_index=True)
     table.attrs["reference"] = refs.pop()
+    provs = [t.attrs["provenance"] for t in tables]
+    provenance = {
+        "reference_kind": provs[0]["reference_kind"], "reference_name": provs[0]["reference_name"],
+        "hosts": sorted({p["host"] for p in provs if p["host"]}),
+        "channel_kinds": provs[0]["channel_kinds"],
+        "workloads": sorted({p["workload"] for p in provs if p["workload"]}),
+    }
+    combine = "per-component" if args.per_component else "sum"
+    if args.per_component and len(comps) < 2:
+        raise UsageError("--per-component needs a candidate of two or more channels (e.g. a+b)")
     try:
-        model = fit_calibration(table, comps, window_s=float(tables[0].attrs["window_s"]))
+        model = fit_calibration(table, comps, window_s=float(tables[0].attrs["window_s"]), combine=combine,
+                                provenance=provenance)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc).splitlines()[0]) from None
     model.save(args.output)
     cv = model.cross_validation
     print(model.to_json()["equation"])
     print(f"  fitted on {model.n_windows} windows of {model.window_s:.1f} s from {len(args.sessions)} session(s); "
           f"residual SD {model.residual_sd_w:.2f} W")
+    if model.combine == "sum" and len(comps) > 1:
+        print(f"  one gain on the sum {'+'.join(comps)} (pass --per-component for a gain per channel)")
+    if model.collinearity:
+        corr = ", ".join(f"r({k}) = {_num(v)}" for k, v in model.collinearity["correlation"].items())
+        print(f"  collinearity of the components: {corr}; condition number {_num(model.collinearity['condition_number'])}")
     if cv.get("folds"):
         print(f"  {cv['method']}: RMSE {cv['rmse_w']:.2f} W, MAPE {cv['mape_pct']:.2f} %")
         for f in cv["folds"]:
             print(f"    held out {f['held_out']}: RMSE {f['rmse_w']:.2f} W, bias {f['bias_w']:+.2f} W")
     else:
         print(f"  cross-validation: {cv.get('method')}")
+    for w in model.warnings:
+        print(f"  warning: {w}")
     chan = tables[0].attrs.get("channels", {}).get(comps[0], {})
     settings = chan.get("info") or {}
     if len(comps) == 1 and chan.get("meter_kind") == "cpu-model" and "idle_w" in settings:
@@ -84,40 +123,125 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_window(window_s: float, span_s: float | None = None) -> None:
+    from analysis.calibration import MAX_WINDOWS, MIN_WINDOW_S
+
+    if not (window_s >= MIN_WINDOW_S) or not np.isfinite(window_s):
+        raise UsageError(f"--window must be at least {MIN_WINDOW_S} s")
+    if span_s is not None and span_s / window_s > MAX_WINDOWS:
+        raise UsageError(f"a window of {window_s:g} s cuts this {span_s:.0f} s session into more than "
+                         f"{MAX_WINDOWS:,} windows; use a longer window")
+
+
+def _phase_corrections(model: Any, data: Any, lags: dict[str, Any]) -> list[dict[str, Any]]:
+    """Calibrated energy of the workload and of each of its phases: the corrected power
+    integrated over the whole phase (not only its complete windows)."""
+    from analysis.calibration import correct_span
+    from analysis.series import series_of, to_reference_clock
+    from analysis.windows import span_energy
+
+    series = {c: series_of(data.channels[c]) for c in model.components}
+    ref = series_of(data.channels[model.reference]) if model.reference in data.channels \
+        and len(data.channels[model.reference].ok) >= 2 else None
+    phases = [(n, a, b) for n, a, b in data.phases() if n not in ("baseline-before", "baseline-after")]
+    if not any(n == "workload" for n, _, _ in phases):  # an imported session: the components' common span
+        t0 = max(float(s.t_s[0]) for s in series.values())
+        t1 = min(float(s.t_s[-1]) for s in series.values())
+        phases = [("session", t0, t1)] if t1 > t0 else []
+    out = []
+    for name, a, b in phases:
+        row: dict[str, Any] = {"phase": name, "t0_s": a, "t1_s": b}
+        comp_j, short = {}, []
+        for c, s in series.items():
+            t = to_reference_clock(s.t_s, lags.get(c)) if lags.get(c) and lags[c].get("applied") else s.t_s
+            e, covered = span_energy((a, b), t, s.energy_j, s.power_w, **s.energy_options())
+            comp_j[c] = e
+            if not np.isfinite(e) or covered < 0.9 * (b - a):
+                short.append(f"{c} measured {covered:.1f} of {b - a:.1f} s")
+        if short:
+            row.update(energy_j=None, pi_j=[None, None], warnings=[f"no calibrated energy: {'; '.join(short)}"])
+            out.append(row)
+            continue
+        row.update(correct_span(model, b - a, comp_j))
+        row["warnings"] = []
+        if ref is not None:
+            e, covered = span_energy((a, b), ref.t_s, ref.energy_j, ref.power_w, **ref.energy_options())
+            if np.isfinite(e) and covered >= 0.9 * (b - a):
+                row["reference_j"] = e
+                row["error_pct"] = 100 * (row["energy_j"] - e) / e if e else None
+                row["reference_in_pi"] = bool(row["pi_j"][0] <= e <= row["pi_j"][1])
+        out.append(row)
+    return out
+
+
 def cmd_correct(args: argparse.Namespace) -> int:
-    from analysis.calibration import CalibrationModel, correct_energy
+    from analysis.calibration import CalibrationModel, correct_energy, provenance_warnings
     from analysis.pipeline import window_table
+    from analysis.session_format import json_safe
 
     try:
         model = CalibrationModel.load(args.model)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data = _load(args.session)
-    has_ref = model.reference in data.channels
+    missing = [c for c in model.components if c not in data.channels or len(data.channels[c].ok) < 2]
+    if missing:
+        raise UsageError(f"{args.session}: no usable channel {missing[0]!r} (the model needs "
+                         f"{', '.join(model.components)}); channels: {', '.join(data.channels)}")
+    window = args.window or model.window_s
+    _check_window(window, data.duration_s)
+    has_ref = model.reference in data.channels and len(data.channels[model.reference].ok) >= 2
     try:
         if has_ref:
-            table = window_table(data, model.reference, model.components, window_s=args.window or model.window_s)
+            table = window_table(data, model.reference, model.components, window_s=window)
         else:  # no wall meter in this session: windows on the first component's clock
-            table = window_table(data, model.components[0], model.components[1:], window_s=args.window or model.window_s)
+            table = window_table(data, model.components[0], model.components[1:], window_s=window)
             table[model.components[0]] = table.pop("reference")
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     if len(table) == 0:
         raise UsageError("no complete windows in this session to correct")
+    warnings = provenance_warnings(model, _provenance(data, model.reference if has_ref else None, model.components))
+    if not has_ref:
+        warnings.append(f"this session has no {model.reference} channel: the calibrated energy cannot be checked")
+    warnings += [f"model: {w}" for w in model.warnings]
     result = correct_energy(model, table)
-    result["model"] = str(args.model)
-    result["session"] = str(args.session)
+    result["scope"] = "complete windows"
+    lags = table.attrs.get("lags") or {} if has_ref else {}
+    phases = _phase_corrections(model, data, lags)
+    workload = next((p for p in phases if p["phase"] in ("workload", "session")), None)
+    if workload is None:
+        warnings.append("no workload phase in this session: only its complete windows are corrected")
+    for p in phases:
+        warnings += [f"{p['phase']}: {w}" for w in p.get("warnings", [])]
+    out = {"model": str(args.model), "session": str(args.session), "workload": workload,
+           "phases": [p for p in phases if p is not workload], "windows": dict(result), **result,
+           "warnings": warnings}
     if args.json:
-        print(json.dumps(result, indent=2, default=float))
+        print(json.dumps(json_safe(out), indent=2, allow_nan=False))
         return 0
+    if workload is not None and workload.get("energy_j") is not None:
+        lo, hi = workload["pi_j"]
+        print(f"calibrated {model.reference} energy of the {workload['phase']} ({workload['duration_s']:.1f} s): "
+              f"{_num(workload['energy_j'])} J, 95% PI [{_num(lo)}, {_num(hi)}] J")
+        if "reference_j" in workload:
+            print(f"  {model.reference} measured: {_num(workload['reference_j'])} J "
+                  f"(error {_num(workload['error_pct'])} %, {'inside' if workload['reference_in_pi'] else 'OUTSIDE'} "
+                  "the PI)")
+        for p in out["phases"]:
+            if p.get("energy_j") is not None:
+                print(f"  phase {p['phase']} ({p['duration_s']:.1f} s): {_num(p['energy_j'])} J, "
+                      f"95% PI [{_num(p['pi_j'][0])}, {_num(p['pi_j'][1])}] J")
     lo, hi = result["pi_j"]
-    print(f"calibrated {model.reference} energy over {result['covered_s']:.0f} s ({result['n_windows']} windows): "
-          f"{result['energy_j']:.1f} J, 95% PI [{lo:.1f}, {hi:.1f}] J")
+    print(f"over complete windows, {result['covered_s']:.0f} s ({result['n_windows']} windows): "
+          f"{_num(result['energy_j'])} J, 95% PI [{_num(lo)}, {_num(hi)}] J")
     for c, e in result["uncorrected_j"].items():
-        print(f"  {c} (uncorrected): {e:.1f} J")
+        print(f"  {c} (uncorrected): {_num(e)} J")
     if "reference_j" in result:
-        print(f"  {model.reference} measured: {result['reference_j']:.1f} J "
-              f"(error {result['error_pct']:+.2f} %, {'inside' if result['reference_in_pi'] else 'OUTSIDE'} the PI)")
+        print(f"  {model.reference} measured: {_num(result['reference_j'])} J "
+              f"(error {_num(result['error_pct'])} %, {'inside' if result['reference_in_pi'] else 'OUTSIDE'} the PI)")
+    for w in warnings:
+        print(f"warning: {w}")
     return 0
 
 
@@ -260,6 +384,9 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--reference", metavar="CHANNEL")
     f.add_argument("--candidate", required=True, metavar="EXPR", help="channel or sum, e.g. rapl.package-0+nvml.0")
     f.add_argument("--window", type=float, metavar="S")
+    f.add_argument("--per-component", action="store_true",
+                   help="a gain per channel of a sum a+b (default: one gain on the sum, as report does); "
+                        "prints the channels' collinearity")
     f.add_argument("-o", "--output", default="model.json", metavar="MODEL.json")
     f.set_defaults(func=cmd_fit)
 

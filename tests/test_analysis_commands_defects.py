@@ -45,13 +45,39 @@ def square(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- 1. characterize
-def test_characterize_a_recorded_square_session(square: Path) -> None:
-    rc, out, err = cli("characterize", square, "--json")
+def test_characterize_a_recorded_square_session(square: Path, tmp_path: Path) -> None:
+    """The phase markers as `calibrate run --workload square` stamps them (a phase's end and
+    the next start 0.1-0.4 ms apart); the cpu-model trace is replaced by one that follows
+    those phases exactly (high 80 W, low 20 W), since the real one depends on how busy this
+    machine's CPUs are."""
+    import shutil
+
+    import pandas as pd
+
+    from analysis.load import load_session
+
+    folder = tmp_path / "s"
+    shutil.copytree(square, folder)
+    data = load_session(folder)
+    phases = [(n, a, b) for n, a, b in data.phases() if n in ("high", "low")]
+    assert len(phases) >= 6
+    gaps = [b2[1] - a2[2] for a2, b2 in zip(phases, phases[1:])]
+    assert all(0 < g < 0.01 for g in gaps)  # two stamps per edge, as recorded
+    f = folder / "traces" / "cpu-model.csv"
+    tr = pd.read_csv(f)
+    t = (tr["t_ns"].to_numpy() - data.start_ns) / 1e9
+    high = np.zeros(t.size, bool)
+    for n, a, b in phases:
+        high |= (n == "high") & (t >= a) & (t < b)
+    tr["power_w"] = np.where(high, 80.0, 20.0) + np.random.default_rng(0).normal(0, 0.3, t.size)
+    tr["energy_j"] = np.concatenate([[0.0], np.cumsum(tr["power_w"].to_numpy()[1:] * np.diff(t))])
+    tr.to_csv(f, index=False)
+    rc, out, err = cli("characterize", folder, "--json")
     assert rc == 0, err
     rows = {r["channel"]: r for r in json.loads(out)}
     cpu = rows["cpu-model"]
     assert "error" not in cpu, cpu
-    assert cpu["n_edges"] >= 3
+    assert cpu["n_edges"] >= 5
     assert cpu["update_period_s"] == pytest.approx(0.5, abs=0.1)
     # the wall simulator updates every second: 2 s between edges is too close, and the hint
     # names the half-period, not the period
@@ -105,3 +131,147 @@ def test_ratio_bland_altman_out_of_range_is_unavailable_not_overflow() -> None:
     cand = np.array([1.0, 3.0, 2.0, 5.0]) * 1e153  # log ratios ~705: exp() overflows
     res = agreement(ref, cand)
     assert res["bland_altman"]["ratio"] is None
+
+
+# --------------------------------------------------------------------------- 2. fit a+b
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory) -> Path:
+    from tests.test_analysis_pipeline import write_session
+
+    folder = tmp_path_factory.mktemp("truth") / "s"
+    write_session(folder)
+    return folder
+
+
+def test_fit_of_a_sum_is_one_gain_on_the_sum_as_report_does(truth: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    rc, out, err = cli("fit", truth, "--candidate", "rapl.package-0+gpu", "--window", "10", "-o", model)
+    assert rc == 0, err
+    m = json.loads(model.read_text())
+    assert m["combine"] == "sum" and list(m["gains"]) == ["rapl.package-0+gpu"]
+    # wall = 95 + 180 L; rapl + gpu = 42 + 215 L (tests/test_analysis_pipeline.py)
+    assert m["gains"]["rapl.package-0+gpu"] == pytest.approx(180 / 215, rel=0.02)
+    rc, out, err = cli("correct", truth, "--model", model, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["workload"]["reference_in_pi"] is True
+
+
+def test_fit_per_component_only_when_asked_and_says_the_collinearity(truth: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    rc, out, err = cli("fit", truth, "--candidate", "rapl.package-0+gpu", "--window", "10", "--per-component",
+                       "-o", model)
+    assert rc == 0, err
+    m = json.loads(model.read_text())
+    assert m["combine"] == "per-component" and set(m["gains"]) == {"rapl.package-0", "gpu"}
+    assert "collinearity" in out and "condition number" in out
+    assert m["collinearity"]["correlation"]["rapl.package-0~gpu"] > 0.99  # one load drives both
+    assert any("collinear" in w for w in m["warnings"])
+    assert "warning:" in out and "per parameter" in out  # 20 windows for 3 parameters
+
+
+# --------------------------------------------------------------------------- 3. correct
+def test_correct_gives_the_whole_workload_and_its_phases(square: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    rc, out, err = cli("fit", square, "--candidate", "cpu-model", "-o", model)
+    assert rc == 0, err
+    rc, out, err = cli("correct", square, "--model", model, "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    wl = res["workload"]
+    assert wl["energy_j"] is not None, res["warnings"]
+    assert wl["phase"] == "workload" and wl["duration_s"] == pytest.approx(16.0, abs=1.5)
+    from analysis.load import load_session
+
+    _, a, b = next(ph for ph in load_session(square).phases() if ph[0] == "workload")
+    assert (wl["t0_s"], wl["t1_s"]) == pytest.approx((a, b))  # the whole phase, not its complete windows
+    lo, hi = wl["pi_j"]
+    assert lo < wl["energy_j"] < hi and wl["reference_in_pi"] is True
+    assert {p["phase"] for p in res["phases"]} == {"high", "low"}
+    assert isinstance(res["warnings"], list) and not any("differs" in w for w in res["warnings"])
+    rc, text, err = cli("correct", square, "--model", model)
+    assert rc == 0 and "energy of the workload" in text
+
+
+def test_correct_warns_when_the_session_is_not_the_models(square: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "m.json"
+    assert cli("fit", square, "--candidate", "cpu-model", "-o", model)[0] == 0
+    other = tmp_path / "other"
+    shutil.copytree(square, other)
+    man = json.loads((other / "session.json").read_text())
+    man["host"]["hostname"] = "another-host"
+    man["workload"]["name"] = "vgg16"
+    for m in man["meters"]:
+        if m["name"] == "wattsup":
+            m["kind"] = "sdm120"
+    (other / "session.json").write_text(json.dumps(man))
+    rc, out, err = cli("correct", other, "--model", model, "--json")
+    assert rc == 0, err
+    w = " | ".join(json.loads(out)["warnings"])
+    assert "host differs" in w and "another-host" in w
+    assert "workload differs" in w and "vgg16" in w
+    assert "reference meter kind differs" in w and "sdm120" in w
+    rc, text, err = cli("correct", other, "--model", model)
+    assert rc == 0 and "warning: host differs" in text
+
+
+# --------------------------------------------------------------------------- 4. model files
+def _good_model(tmp_path: Path) -> dict:
+    return {"format": "calibrate-model/1", "reference": "wall", "components": ["rapl.package-0"],
+            "intercept_w": 60.0, "gains": {"rapl.package-0": 1.8}, "cov": [[1.0, -0.01], [-0.01, 0.001]],
+            "residual_sd_w": 2.0, "dof": 18, "n_windows": 20, "window_s": 10.0}
+
+
+BAD_MODELS = {
+    "a list": [1, 2],
+    "null": None,
+    "missing gains": {"drop": "gains"},
+    "gains a list": {"gains": [1.8]},
+    "gain a string": {"gains": {"rapl.package-0": "1.8"}},
+    "NaN gain": {"gains": {"rapl.package-0": float("nan")}},
+    "inf intercept": {"intercept_w": float("inf")},
+    "NaN covariance": {"cov": [[float("nan"), 0.0], [0.0, 1.0]]},
+    "negative variance": {"cov": [[-1.0, 0.0], [0.0, 1.0]]},
+    "not PSD": {"cov": [[1.0, 5.0], [5.0, 1.0]]},
+    "wrong shape": {"cov": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]},
+    "dof 0": {"dof": 0},
+    "dof negative": {"dof": -3},
+    "tiny window": {"window_s": 1e-9},
+    "unknown key": {"extra": 1},
+    "bool dof": {"dof": True},
+    "gain for another channel": {"gains": {"gpu": 1.0}},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_model_files_are_one_line_exit_2(truth: Path, tmp_path: Path, case: str) -> None:
+    change = BAD_MODELS[case]
+    if isinstance(change, dict):
+        raw = _good_model(tmp_path)
+        if "drop" in change:
+            raw.pop(change["drop"])
+        else:
+            raw.update(change)
+    else:
+        raw = change
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(raw))  # NaN/Infinity written as the JSON extensions Python reads back
+    rc, out, err = cli("correct", truth, "--model", f)
+    one_line_error(rc, err)
+    assert str(f) in err
+    assert "NaN" not in out and "Infinity" not in out
+
+
+def test_a_good_model_file_loads_and_correct_json_is_strict(truth: Path, tmp_path: Path) -> None:
+    f = tmp_path / "good.json"
+    f.write_text(json.dumps(_good_model(tmp_path)))
+    rc, out, err = cli("correct", truth, "--model", f, "--json")
+    assert rc == 0, err
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_a_window_that_would_cut_too_many_windows_is_refused(truth: Path, tmp_path: Path) -> None:
+    f = tmp_path / "good.json"
+    f.write_text(json.dumps(_good_model(tmp_path)))
+    one_line_error(*cli("correct", truth, "--model", f, "--window", "1e-6")[::2])

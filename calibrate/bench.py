@@ -20,6 +20,8 @@ What happens along the way reaches an optional :class:`BenchReporter`.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import signal
 import threading
 import time
@@ -39,6 +41,8 @@ if TYPE_CHECKING:  # analysis (pandas, matplotlib) is imported when a report is 
     from analysis.report import ReportOptions
 
 GRACE_S = 15.0  # a built-in workload given a duration gets this long past it to finish
+FIRST_READING_MIN_S = 5.0  # pre-flight: every meter's first reading within max(this, 3 intervals + 2 s)
+TRAIL_MAX_S = 30.0  # after the last phase, wait at most this long for every meter's next reading
 MAX_PHASE_S = 86_400.0  # a baseline or cool-down longer than a day is a typo
 
 
@@ -92,7 +96,9 @@ class BenchPlan:
             raise UsageError(str(exc).splitlines()[0]) from None
 
     def check(self) -> None:
-        """Reject options that cannot work, before an hour of recording (UsageError)."""
+        """Reject options that cannot work, before an hour of recording (UsageError): the
+        meters and durations, the report options, a command that is not there, a CUDA
+        device that torch cannot see."""
         if not self.meters:
             raise UsageError("give at least one --meter (e.g. --meter sim:wattsup --meter cpu-model); "
                              "see `calibrate meters`")
@@ -106,6 +112,7 @@ class BenchPlan:
             self.report_options().validate()
         except ValueError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
+        check_runnable(self.prepare())
 
     def report_options(self) -> ReportOptions:
         """The analysis options of this plan's report."""
@@ -152,6 +159,60 @@ class BenchReporter:
 
     def problem(self, message: str) -> None:
         """Something went wrong that does not stop the session (one line)."""
+
+
+def check_runnable(workload: PreparedWorkload) -> None:
+    """UsageError if the workload cannot start here: a command not found or not executable,
+    a CUDA device torch does not see."""
+    if workload.category == "command":
+        exe = workload.argv[0]
+        found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
+        if not found or os.path.isdir(found):
+            raise UsageError(f"cannot run {exe!r}: not found on PATH or not executable")
+    device = str(workload.params.get("device") or "")
+    if device.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise UsageError(f"--device {device}: torch is not installed (scripts/setup installs it)") from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise UsageError(f"--device {device}: torch sees {count} CUDA device(s)"
+                             + (f" (0..{count - 1})" if count else "; use --device cpu or install a CUDA build"))
+
+
+def first_reading_s(meter: Meter) -> float:
+    """How long a meter may take to give its first reading (s) before the run is refused."""
+    return max(FIRST_READING_MIN_S, 3 * meter.interval_s + 2.0)
+
+
+def wait_for_first_readings(session: Session, stop: threading.Event) -> list[str]:
+    """Wait until every meter has given a good reading; the names of those that did not
+    within :func:`first_reading_s` (empty when all did)."""
+    assert session.recorder is not None
+    limits = {m.name: first_reading_s(m) for m in session.meters}
+    t0 = time.monotonic()
+    while True:
+        missing = [n for n, ok in session.recorder.first_readings().items() if not ok]
+        waited = time.monotonic() - t0
+        if not missing or stop.is_set() or all(waited > limits[n] for n in missing):
+            return missing
+        stop.wait(0.02)
+
+
+def wait_past(session: Session, t_ns: int, stop: threading.Event) -> None:
+    """Keep recording until every connected meter has a good reading stamped after ``t_ns``
+    (ns), so the last phase is covered to its end; at most 2 intervals each, TRAIL_MAX_S."""
+    assert session.recorder is not None
+    limit = min(TRAIL_MAX_S, max(2 * m.interval_s for m in session.meters) + 0.5)
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not stop.is_set():
+        live = {m.name: m.connected for m in session.recorder.live()}
+        last = session.recorder.last_reading_ns()
+        if all(last[n] > t_ns for n, up in live.items() if up):
+            return
+        stop.wait(0.05)
 
 
 def meter_notes(meters: Sequence[Meter]) -> list[str]:
@@ -293,6 +354,15 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
     status = "complete"
     run = None
     with _StopOnSignal(stop):
+        silent = wait_for_first_readings(session, stop)  # warmed up before any phase begins
+        if silent and not stop.is_set():
+            waited = max(first_reading_s(m) for m in meters if m.name in silent)
+            session.mark("preflight_failed", meters=silent, waited_s=waited)
+            session.extra["failure"] = f"pre-flight: no reading from {', '.join(silent)} within {waited:.0f} s"
+            session.stop("failed")
+            raise UsageError(f"{', '.join(silent)} gave no reading within {waited:.0f} s: check the port, "
+                             "protocol and baud (`calibrate meters --probe PORT`); nothing was run "
+                             f"(what was recorded is in {session.path})")
         try:
             idle_w = sampled_idle(session, "baseline-before", plan.baseline_s, stop, ref)
             if not stop.is_set():
@@ -304,6 +374,7 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
                                    phase_name="workload", stop_after_s=stop_after)
             cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref)
             sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref)
+            wait_past(session, time.monotonic_ns(), stop)  # every meter's last reading covers the end
             if session.failure:
                 status = "failed"
             elif stop.is_set():

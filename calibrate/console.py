@@ -47,6 +47,8 @@ class ConsoleReporter(BenchReporter):
                     parts.append(f"{cid} {vals['power_w']:.1f} W")
             if not m.connected:
                 parts.append(f"{m.name} RECONNECTING")
+            elif m.silent:
+                parts.append(f"{m.name} SILENT {m.silent_s:.0f} s")
         phase = f" [{tick.phase}]" if tick.phase else ""
         say(f"  {tick.elapsed_s:6.1f} s{phase}  " + ", ".join(parts), err=True)
 

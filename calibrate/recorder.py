@@ -59,6 +59,7 @@ class MeterState:
     suppressed_since_ns: int = 0
     suppressed_total: Counter = field(default_factory=Counter)
     faulted: bool = False  # the last poll failed
+    last_ok_ns: int = 0  # stamp of the last good reading (ns)
     next_ns: int = 0
     reopen_ns: int = 0
 
@@ -72,6 +73,13 @@ class LiveMeter:
     values: dict[str, dict[str, float]]
     samples: int
     faults: int
+    silent_s: float | None  # seconds since its last good reading (None: none yet)
+    interval_s: float  # its poll interval (s)
+
+    @property
+    def silent(self) -> bool:
+        """No good reading for over 3 poll intervals (and 2 s): show it, do not hide it."""
+        return self.silent_s is not None and self.silent_s > max(3 * self.interval_s, 2.0)
 
 
 class Recorder:
@@ -202,8 +210,19 @@ class Recorder:
 
     def live(self) -> list[LiveMeter]:
         """A snapshot of every meter for a progress display: connected, latest values."""
+        now = self.clock()
         return [LiveMeter(st.meter.name, st.connected, {c: dict(v) for c, v in st.last.items()},
-                          st.samples, sum(st.faults.values())) for st in self.states.values()]
+                          st.samples, sum(st.faults.values()),
+                          (now - st.last_ok_ns) / 1e9 if st.last_ok_ns else None, st.meter.interval_s)
+                for st in self.states.values()]
+
+    def first_readings(self) -> dict[str, bool]:
+        """Per meter: has it given a good reading yet?"""
+        return {name: st.samples > 0 for name, st in self.states.items()}
+
+    def last_reading_ns(self) -> dict[str, int]:
+        """Per meter: the session-clock time (ns) of its last good reading (0: none yet)."""
+        return {name: st.last_ok_ns for name, st in self.states.items()}
 
     # -- internals --------------------------------------------------------------------
     def _writer(self, st: MeterState, ch: Channel) -> TraceWriter:
@@ -303,6 +322,7 @@ class Recorder:
             st.faulted = False
             st.samples += 1
             st.last = reading.values
+            st.last_ok_ns = t_ns
 
     def _poll_loop(self, group: list[MeterState], shared: bool = False) -> None:
         """Poll a group of meters, each at its own interval, in this thread.

@@ -144,10 +144,14 @@ def cmd_meters(args: argparse.Namespace) -> int:
 
         found = probe_port(args.probe)
         if not found:
-            say(f"{args.probe}: no known protocol answered (tried wattsup, wt310, Modbus profiles)")
+            say(f"{args.probe}: no known protocol answered (tried wattsup, wt310, the Modbus profiles; "
+                "a serial port, socket://HOST:PORT, HOST:PORT, modbus-tcp://, tasmota:// or shelly:// can be probed)")
             return 1
-        for protocol, identity in found:
-            say(f"{args.probe}: {protocol} answered: {identity}")
+        for f in found:
+            say(f"{args.probe}: {f.protocol} answered: {f.identity}")
+            if f.note:
+                say(f"  {f.note}")
+            say(f"  use: --meter '{f.uri}'")
         return 0
     rows: list[dict[str, Any]] = []
     try:
@@ -270,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_agree)
 
     m = sub.add_parser("meters", help="what can be measured here, and why not")
-    m.add_argument("--probe", metavar="PORT", help="try the known protocols on PORT")
+    m.add_argument("--probe", metavar="PORT|HOST:PORT|URI",
+                   help="try the known protocols on a serial port, socket, Modbus-TCP or plug host; "
+                        "prints the --meter URI to use")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_meters)
 

@@ -72,7 +72,7 @@ class BenchPlan:
 
     def prepare(self) -> PreparedWorkload:
         """Validate the workload and its parameters; UsageError (one line) if they cannot run."""
-        from workloads.registry import prepare
+        from workloads.registry import prepare, validate_params
 
         command = list(self.command or [])
         if command and command[0] == "--":
@@ -87,6 +87,10 @@ class BenchPlan:
             extra = set(params) - {"duration_s", "seed"}
             if extra:
                 raise UsageError(f"options {', '.join(sorted(extra))} do not apply to an external command")
+            try:
+                validate_params("command", params)  # ranges: a duration of 1e308 s is a typo
+            except ValueError as exc:
+                raise UsageError(str(exc).splitlines()[0]) from None
             return PreparedWorkload(name, params, command, category="command")
         if command:
             raise UsageError(f"a command after -- runs as the workload; drop --workload {name} or the command")

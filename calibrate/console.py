@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.escape import terminal_text
 from calibrate.bench import BenchProgress, BenchReporter, BenchResult
 from workloads.registry import PreparedWorkload
 
 
 def say(msg: str = "", *, err: bool = False) -> None:
-    """Print one line (stderr with ``err``); a closed pipe is not an error."""
+    """Print ``msg`` (stderr with ``err``) with control and escape sequences removed from
+    every line: names, device identities and phases come from users and devices, and must
+    not clear a screen or forge a line.  A closed pipe is not an error."""
+    text = "\n".join(terminal_text(line, max_len=None) for line in str(msg).split("\n"))
     try:
-        print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
     except BrokenPipeError:  # `calibrate run ... | head`: keep recording, stop talking
         pass
 

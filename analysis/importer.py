@@ -27,25 +27,48 @@ from analysis.session_format import (
     write_manifest,
 )
 
+#: the scopes a trace may declare (what a meter can see)
+SCOPES = ("wall", "system", "package", "core", "uncore", "dram", "psys", "gpu", "cpu")
+SOURCES = ("measured", "modelled")
+
 
 @dataclass(frozen=True)
 class TraceSpec:
-    """One trace to import: channel id, CSV path, scope (wall, package, gpu, ...)."""
+    """One trace to import: channel id, CSV path, scope (wall, package, gpu, ...), source
+    (``measured`` or ``modelled``: a utilisation model, CodeCarbon's estimate) and its own
+    power column (None: the command's ``--power-col``)."""
 
     name: str
     path: Path
     scope: str = "system"
+    source: str = "measured"
+    power_col: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> TraceSpec:
-        """``NAME=FILE.csv[@SCOPE]``; raises ValueError (one line)."""
+        """``NAME=FILE.csv[@SCOPE[/SOURCE][:POWERCOL]]``; raises ValueError (one line).
+
+        e.g. ``wall=wall.csv@wall:watts``, ``tool=tool.csv@package/modelled:power``."""
+        form = "expected NAME=FILE.csv[@SCOPE[/measured|/modelled][:POWERCOL]]"
         name, sep, rest = text.partition("=")
         if not sep or not name or not rest:
-            raise ValueError(f"--trace {text!r}: expected NAME=FILE.csv[@SCOPE]")
-        path, _, scope = rest.partition("@")
+            raise ValueError(f"--trace {text!r}: {form}")
         if safe_name(name) != name:
             raise ValueError(f"--trace {text!r}: use letters, digits, '.', '_' or '-' in the name")
-        return cls(name, Path(path), scope or "system")
+        path, at, tail = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        if at and not path:
+            raise ValueError(f"--trace {text!r}: {form}")
+        scope_src, colon, col = tail.partition(":")
+        scope, slash, source = scope_src.partition("/")
+        scope = scope or "system"
+        if scope not in SCOPES:
+            raise ValueError(f"--trace {text!r}: unknown scope {scope!r}; one of {', '.join(SCOPES)}")
+        source = source or "measured"
+        if source not in SOURCES:
+            raise ValueError(f"--trace {text!r}: unknown source {source!r}; measured or modelled")
+        if colon and not col:
+            raise ValueError(f"--trace {text!r}: empty power column after ':'")
+        return cls(name, Path(path), scope, source, col or None)
 
 
 def _read(spec: TraceSpec, time_col: str, power_col: str, energy_col: str | None) -> pd.DataFrame:
@@ -74,8 +97,11 @@ def _read(spec: TraceSpec, time_col: str, power_col: str, energy_col: str | None
 
 def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = None,
                   time_col: str = "timestamp", power_col: str = "power_w",
-                  energy_col: str | None = "energy_j", source_note: str | None = None) -> Path:
-    """Write ``out`` as a session holding ``traces``; returns the folder."""
+                  energy_col: str | None = "energy_j", source_note: str | None = None,
+                  warnings: list[str] | None = None) -> Path:
+    """Write ``out`` as a session holding ``traces``; returns the folder.  Each trace's
+    own ``power_col`` overrides ``power_col``.  What should not be trusted (two traces
+    with identical readings) is appended to ``warnings``."""
     if not traces:
         raise ValueError("give at least one --trace NAME=FILE.csv")
     names = [t.name for t in traces]
@@ -84,7 +110,16 @@ def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = No
     if reference and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the traces ({', '.join(names)})")
     out = Path(out)
-    frames = {t.name: _read(t, time_col, power_col, energy_col) for t in traces}
+    frames = {t.name: _read(t, time_col, t.power_col or power_col, energy_col) for t in traces}
+    for i, a in enumerate(traces):
+        for b in traces[i + 1:]:
+            fa, fb = frames[a.name], frames[b.name]
+            if len(fa) == len(fb) and fa.drop(columns="t_ns").reset_index(drop=True).equals(
+                    fb.drop(columns="t_ns").reset_index(drop=True)):
+                msg = (f"traces {a.name} and {b.name} have identical readings (same file or column?); "
+                       "their agreement means nothing")
+                if warnings is not None:
+                    warnings.append(msg)
     try:
         claim_folder(out)  # a new or empty folder only: nothing of someone else's is touched
     except FileExistsError as exc:
@@ -103,11 +138,12 @@ def import_traces(out: Path, traces: list[TraceSpec], reference: str | None = No
             writer.close()
         interval = float(np.median(np.diff(df["t_ns"].to_numpy()))) / 1e9
         meters.append({"uri": f"import:{spec.path}", "kind": "import", "name": spec.name, "source_file": str(spec.path),
-                       "channels": [{"id": spec.name, "scope": spec.scope, "source": "measured",
+                       "channels": [{"id": spec.name, "scope": spec.scope, "source": spec.source,
                                      "quantities": list(quantities), "window_s": None, "update_interval_s": interval,
                                      "energy_resolution_j": None,
                                      "primary": "energy_j" if "energy_j" in quantities else "power_w",
-                                     "info": {"imported_from": str(spec.path)}}]})
+                                     "info": {"imported_from": str(spec.path),
+                                              "power_col": spec.power_col or power_col}}]})
     manifest = {"format": FORMAT, "status": "imported",
                 "clock": {"source": "imported (Unix time of each file; offsets between files are estimated as lags)",
                           "unit": "ns", "start_ns": start_ns, "end_ns": None,

@@ -4,6 +4,7 @@ characterize, compare."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -332,12 +333,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"report: {args.html}")
     if args.output:
         out = Path(args.output)
-        df.to_csv(out, index=False) if out.suffix == ".csv" else out.write_text(df.to_json(orient="records", indent=2))
+        _csv_safe(df).to_csv(out, index=False) if out.suffix == ".csv" else out.write_text(df.to_json(orient="records", indent=2))
     if args.json:
         print(df.to_json(orient="records", indent=2))
     else:
         print(df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False))
     return 0
+
+
+def _csv_safe(df: Any) -> Any:
+    """A copy whose text cells cannot run as spreadsheet formulas: a cell starting with
+    = + - @ (or a tab/CR) gets a leading single quote (OWASP CSV injection)."""
+    out = df.copy()
+    for col in out.columns:
+        if any(isinstance(v, str) for v in out[col]):
+            out[col] = [("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+                        for v in out[col].astype(object)]
+    out.columns = [("'" + c) if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in out.columns]
+    return out
 
 
 def _has_tabulate() -> bool:
@@ -350,13 +363,21 @@ def _has_tabulate() -> bool:
 def cmd_import(args: argparse.Namespace) -> int:
     from analysis.importer import TraceSpec, import_traces
 
+    warnings: list[str] = []
     try:
         specs = [TraceSpec.parse(t) for t in args.trace]
+        names = {s.name for s in specs}
+        for m in args.modelled or []:
+            if m not in names:
+                raise ValueError(f"--modelled {m!r} is not one of the traces ({', '.join(sorted(names))})")
+        specs = [dataclasses.replace(s, source="modelled") if s.name in (args.modelled or []) else s for s in specs]
         out = import_traces(Path(args.out), specs, reference=args.reference, time_col=args.time_col,
-                            power_col=args.power_col, energy_col=args.energy_col)
+                            power_col=args.power_col, energy_col=args.energy_col, warnings=warnings)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     print(f"imported {len(specs)} trace(s) into {out}")
+    for w in warnings:
+        print(f"warning: {w}")
     if args.report:
         from analysis.report import write_report
 
@@ -368,12 +389,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     """Register import, fit, correct, characterize and compare on ``sub``."""
     im = sub.add_parser("import", help="make a session from external power traces (CSV), to analyse them")
-    im.add_argument("--trace", action="append", required=True, metavar="NAME=FILE.csv[@SCOPE]",
-                    help="a trace with a Unix-time column and a power (W) or energy (J) column; repeatable")
+    im.add_argument("--trace", action="append", required=True, metavar="NAME=FILE.csv[@SCOPE[/SOURCE][:POWERCOL]]",
+                    help="a trace with a Unix-time column and a power (W) or energy (J) column; repeatable. "
+                         "SCOPE: wall, system (default), package, core, uncore, dram, psys, gpu, cpu; SOURCE: "
+                         "measured (default) or modelled; POWERCOL: this trace's power column (default --power-col), "
+                         "e.g. wall=wall.csv@wall:watts --trace tool=tool.csv@package/modelled:power")
+    im.add_argument("--modelled", action="append", metavar="NAME",
+                    help="label trace NAME as modelled (an estimate), not measured; repeatable")
     im.add_argument("--reference", metavar="NAME", help="the reference trace (e.g. the wall meter)")
     im.add_argument("--out", required=True, metavar="DIR")
     im.add_argument("--time-col", default="timestamp", help="time column, Unix s (default timestamp)")
-    im.add_argument("--power-col", default="power_w", help="power column, W (default power_w)")
+    im.add_argument("--power-col", default="power_w",
+                    help="power column, W, of every trace without its own :POWERCOL (default power_w)")
     im.add_argument("--energy-col", default="energy_j", help="cumulative energy column, J (default energy_j)")
     im.add_argument("--window", type=float, metavar="S", help="comparison window for --report (s)")
     im.add_argument("--report", action="store_true", help="analyse at once (report.html, summary.json)")

@@ -275,3 +275,134 @@ def test_a_window_that_would_cut_too_many_windows_is_refused(truth: Path, tmp_pa
     f = tmp_path / "good.json"
     f.write_text(json.dumps(_good_model(tmp_path)))
     one_line_error(*cli("correct", truth, "--model", f, "--window", "1e-6")[::2])
+
+
+# --------------------------------------------------------------------------- 6. import / compare
+def _two_column_csv(path: Path) -> Path:
+    t = 1.7e9 + np.arange(200.0)
+    load = ((np.arange(200) // 10) % 2).astype(float)
+    rows = [f"{float(a)!r},{float(100 + 50 * x)!r},{float(20 + 30 * x + 0.1 * (i % 3))!r}\n" for i, (a, x) in enumerate(zip(t, load))]
+    path.write_text("timestamp,wall_w,tool_w\n" + "".join(rows))
+    return path
+
+
+def test_import_per_trace_power_columns_scopes_and_modelled(tmp_path: Path) -> None:
+    f = _two_column_csv(tmp_path / "both.csv")
+    rc, out, err = cli("import", "--trace", f"wall={f}@wall:wall_w", "--trace", f"tool={f}@package/modelled:tool_w",
+                       "--reference", "wall", "--out", tmp_path / "s")
+    assert rc == 0, err
+    assert "identical" not in out
+    man = json.loads((tmp_path / "s" / "session.json").read_text())
+    ch = {m["channels"][0]["id"]: m["channels"][0] for m in man["meters"]}
+    assert ch["wall"]["scope"] == "wall" and ch["tool"]["source"] == "modelled" and ch["wall"]["source"] == "measured"
+    from analysis.load import load_session
+
+    d = load_session(tmp_path / "s")
+    assert d.channels["wall"].ok["power_w"].iloc[10] == 150.0 and d.channels["tool"].ok["power_w"].iloc[10] != 150.0
+    rc, out, err = cli("import", "--trace", f"wall={f}@wall:wall_w", "--trace", f"tool={f}@package:tool_w",
+                       "--modelled", "tool", "--out", tmp_path / "s2")
+    assert rc == 0, err
+    man = json.loads((tmp_path / "s2" / "session.json").read_text())
+    assert {m["name"]: m["channels"][0]["source"] for m in man["meters"]}["tool"] == "modelled"
+
+
+def test_import_warns_when_two_traces_are_identical(tmp_path: Path) -> None:
+    f = _two_column_csv(tmp_path / "both.csv")
+    rc, out, err = cli("import", "--trace", f"wall={f}@wall:wall_w", "--trace", f"tool={f}@package:wall_w",
+                       "--out", tmp_path / "s")
+    assert rc == 0, err
+    assert "warning: traces wall and tool have identical readings" in out
+
+
+@pytest.mark.parametrize("spec", ["wall={f}@walll", "wall={f}@wall/guessed", "wall={f}@wall:", "wall=@wall"])
+def test_import_rejects_unknown_scopes_and_sources(tmp_path: Path, spec: str) -> None:
+    f = _two_column_csv(tmp_path / "both.csv")
+    one_line_error(*cli("import", "--trace", spec.format(f=f), "--out", tmp_path / "s")[::2])
+
+
+def test_compare_csv_cells_cannot_be_formulas(truth: Path, tmp_path: Path) -> None:
+    import shutil
+
+    evil = tmp_path / '=HYPERLINK("evil.example","y")'
+    shutil.copytree(truth, evil)
+    out = tmp_path / "x.csv"
+    rc, _, err = cli("compare", evil, "-o", out)
+    assert rc == 0, err
+    import csv
+
+    rows = list(csv.reader(out.open()))
+    cell = rows[1][rows[0].index("session")]
+    assert cell.startswith("'=HYPERLINK")
+    assert not any(c[:1] in "=+-@" for r in rows for c in r if c and not _is_number(c))
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- 7. fuzz
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
+_model_keys = list(_good_model(Path(".")))
+
+
+def _outcome_ok(rc: int, err: str) -> None:
+    assert "Traceback" not in err
+    if rc != 0:
+        one_line_error(rc, err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.sampled_from(_model_keys + ["cov.0", "gains.x", "whole"]), value=_json_values)
+def test_fuzz_model_loader(truth: Path, tmp_path_factory, key: str, value) -> None:
+    raw = _good_model(Path("."))
+    if key == "whole":
+        raw = value
+    elif key == "cov.0":
+        raw["cov"][0] = value
+    elif key == "gains.x":
+        raw["gains"]["rapl.package-0"] = value
+    else:
+        raw[key] = value
+    f = tmp_path_factory.mktemp("fz") / "m.json"
+    f.write_text(json.dumps(raw))
+    rc, out, err = cli("correct", truth, "--model", f, "--json")
+    _outcome_ok(rc, err)
+    if rc == 0:
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+
+
+_cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str),
+                   st.sampled_from(["", "x", "1e-320", "5e-324", "nan", "-0", "1e308", '"', ",", "#"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=st.lists(st.tuples(_cells, _cells), min_size=0, max_size=30), header=st.booleans())
+def test_fuzz_agree_csv(tmp_path_factory, rows, header: bool) -> None:
+    f = tmp_path_factory.mktemp("fa") / "d.csv"
+    f.write_text(("ref,cand\n" if header else "") + "".join(f"{a},{b}\n" for a, b in rows))
+    rc, out, err = cli("agree", f, "--reference", "ref", "--candidate", "cand", "--json")
+    _outcome_ok(rc, err)
+    if rc == 0:
+        json.loads(out)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=st.lists(st.tuples(_cells, _cells), min_size=0, max_size=30))
+def test_fuzz_import_csv(tmp_path_factory, rows) -> None:
+    d = tmp_path_factory.mktemp("fi")
+    f = d / "t.csv"
+    f.write_text("timestamp,power_w\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    good = _two_column_csv(d / "good.csv")
+    rc, out, err = cli("import", "--trace", f"wall={good}@wall:wall_w", "--trace", f"tool={f}@package",
+                       "--reference", "wall", "--out", d / "s", "--report")
+    _outcome_ok(rc, err)

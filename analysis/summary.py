@@ -27,6 +27,7 @@ __all__ = ["BASELINE_PHASES", "COMPARE_LOCATIONS", "EMPTY_AGREEMENT", "calibrati
            "summarize", "workload_energy"]
 
 COMPARE_LOCATIONS = ("SE", "FR", "GB", "US", "DE", "CN", "IN", "WORLD")
+SILENT_S = 5.0  # a meter with no reading for longer (and 5 intervals) is said to have been silent
 BASELINE_PHASES = ("baseline-before", "baseline-after", "idle")
 #: the contract's keys, all null, for a pair with too few windows to compare
 EMPTY_AGREEMENT: dict[str, Any] = {
@@ -36,6 +37,16 @@ EMPTY_AGREEMENT: dict[str, Any] = {
                    "intercept_ci": [None, None]},
     "ccc": {"value": None, "ci": [None, None]},
 }
+
+
+def phase_coverage_needed(s: Series, duration_s: float) -> float:
+    """The share of a phase a meter must have measured for the phase's energy (0.5..0.99):
+    all of it but one update interval (s) -- a meter that reports every second cannot cover
+    a 10 s baseline's first second -- and never less than half."""
+    if not duration_s > 0:
+        return 0.99
+    update_s = max(float(s.interval_s or 0.0), float(s.window_s or 0.0))
+    return float(min(0.99, max(0.5, 1.0 - update_s / duration_s)))
 
 
 def epoch_table(data: SessionData, phase_rows: list[dict[str, Any]], ref_id: str) -> list[dict[str, Any]]:
@@ -120,6 +131,8 @@ def _meter_entries(data: SessionData, series: dict[str, Series], phases: list[tu
             "kind": tr.info.get("meter_kind"), "meter": tr.meter, "scope": tr.scope, "source": tr.source,
             "simulated": bool(tr.info.get("simulated")),
             "energy_j": energy, "covered_s": span, "gaps_s": sum(b - a for a, b in s.gaps) if s else None,
+            "longest_gap_s": max((b - a for a, b in s.gaps), default=0.0) if s else None,
+            "suspect": tr.notes,  # notes on values kept but suspect (freq_hz:nan: 3)
             "mean_power_w": energy / span if span > 0 else None,
             "samples": int(len(tr.ok)), "errors": tr.faults,
             "from_counter": bool(s.use_counter) if s else False,
@@ -174,6 +187,11 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     warnings += res.warnings
     phases = data.phases()
     meters = _meter_entries(data, series, phases)
+    for cid, m in meters.items():  # a meter that went silent is marked, not smoothed over
+        gap, interval = m.get("longest_gap_s") or 0.0, m.get("interval_s") or 0.0
+        if gap > max(SILENT_S, 5 * interval):
+            warnings.append(f"{cid} was silent for {gap:.1f} s at a stretch ({m['gaps_s']:.1f} s in all): "
+                            "its energy covers only what it measured")
     lags = {cid: lag.to_dict() for cid, lag in res.lags.items()}
     agreement_list = [_agreement_entry(res, p, lags, warnings) for p in res.pairings.values()]
     # workload, phases, emissions
@@ -190,13 +208,22 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
                 "energy_j": ref_workload_j,
                 "accuracy_per_kwh": accuracy_per_kwh(accuracy, ref_workload_j) if ref_workload_j else None}
     phase_rows = []
+    missed: dict[str, list[str]] = {}
     for name, a, b in phases:
         row = {"phase": name, "start_s": a, "end_s": b, "duration_s": b - a}
         for cid, s in series.items():
-            e, covered = covered_energy(s, a, b, complete=0.99)
-            row[cid] = e  # NaN when the meter missed part of the phase: a phase with a gap has no total
+            need = phase_coverage_needed(s, b - a)
+            e, covered = covered_energy(s, a, b, complete=need)
+            if np.isfinite(e) and 0 < covered < b - a:  # at most one update interval unmeasured:
+                e *= (b - a) / covered  # the phase's energy at its measured mean power (J)
+            row[cid] = e  # NaN when the meter missed too much of the phase: then it has no total
             row[f"{cid}:covered_s"] = covered
+            if not np.isfinite(e):
+                missed.setdefault(cid, []).append(f"{name} ({covered:.1f} of {b - a:.1f} s, needs {need:.0%})")
         phase_rows.append(row)
+    for cid, items in missed.items():
+        shown = "; ".join(items[:4]) + (f"; and {len(items) - 4} more" if len(items) > 4 else "")
+        warnings.append(f"{cid} has no energy for {len(items)} phase(s), measured too little of them: {shown}")
     workload["epochs"] = epoch_table(data, phase_rows, ref_id)
     known_energy = ref_workload_j is not None and np.isfinite(ref_workload_j)
     emis = emissions(ref_workload_j if known_energy else 0.0, location, intensity, pue)

@@ -21,6 +21,7 @@ from analysis.pairing import (
     parse_candidate,
 )
 from analysis.series import Series, series_of
+from analysis.windows import check_window_count
 
 __all__ = ["Analysis", "analyse", "pick_reference", "window_table"]
 
@@ -91,6 +92,7 @@ def analyse(data: SessionData, reference: str | None = None, candidates: list[st
     cands = {expr: parse_candidate(expr, known) for expr in cand_exprs}
     all_ids = {ref_id, *[c for parts in cands.values() for c in parts]}
     win = float(window_s) if window_s else default_window_s([series[c] for c in all_ids])
+    check_window_count(win, float(ref.t_s[-1] - ref.t_s[0]))  # before any window is cut
 
     warnings: list[str] = []
     own = data.status == "imported"

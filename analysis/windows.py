@@ -22,6 +22,8 @@ import numpy as np
 from analysis.sampling import GAP_FACTOR, as_1d, bin_integrals, find_gaps, paired_trace
 
 __all__ = [
+    "MAX_WINDOWS",
+    "check_window_count",
     "choose_window_s",
     "common_coverage",
     "common_windows",
@@ -113,6 +115,18 @@ def _merge(spans: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+MAX_WINDOWS = 200_000  # windows a comparison may cut (memory stays in the tens of MB)
+
+
+def check_window_count(window_s: float, span_s: float) -> None:
+    """ValueError (one line) if ``span_s`` seconds cut into ``window_s`` windows would be
+    more than MAX_WINDOWS: a typo such as ``--window 1e-6`` must not exhaust memory."""
+    n = span_s / window_s if window_s > 0 else math.inf
+    if n > MAX_WINDOWS:
+        raise ValueError(f"--window {window_s:g} s would cut {n:.3g} windows from {span_s:.0f} s; "
+                         f"at most {MAX_WINDOWS:,}: pass a longer --window")
+
+
 def common_windows(
     start_s: float,
     end_s: float,
@@ -141,6 +155,7 @@ def common_windows(
             "an excluded span ends before it starts; give spans as (t0, t1) with t0 <= t1"
         )
     spans = free_spans(start_s, end_s, cut)
+    check_window_count(window_s, sum(b - a for a, b in spans))
     out = []
     for a, b in spans:
         n = int(math.floor((b - a) / window_s + 1e-9))

@@ -43,7 +43,9 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:  # pandas is imported by the readers only: the recorder never needs it
     import pandas as pd
@@ -324,33 +326,79 @@ def _int_ns(value: Any, where: str) -> int:
     return int(value)
 
 
+Seconds = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Ns = Annotated[int, Field(ge=-MAX_ABS_NS, le=MAX_ABS_NS)]
+Text = Annotated[str, Field(max_length=10_000)]
+
+
+def _none_is_empty(v: Any) -> Any:
+    return {} if v is None else v
+
+
+class _Part(BaseModel):
+    # strict types; keys this version does not know are kept (the format grows by adding keys)
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ChannelEntry(_Part):
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    scope: Text = "wall"
+    source: Literal["measured", "modelled"] = "measured"
+    quantities: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)] = ["power_w"]
+    window_s: Seconds | None = None
+    update_interval_s: Seconds | None = None
+    energy_resolution_j: Seconds | None = None
+    primary: Text = "power_w"
+    info: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
+
+
+class MeterEntry(_Part):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    kind: Text | None = None
+    simulated: bool = False
+    channels: Annotated[list[ChannelEntry], Field(max_length=1024)] = []
+
+
+class ClockEntry(_Part):
+    start_ns: Ns = 0
+    end_ns: Ns | None = None
+
+
+class WorkloadEntry(_Part):
+    name: Text | None = None
+    parameters: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
+    result: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
+
+
+class Manifest(_Part):
+    """The schema of ``session.json`` (the keys the analysis reads; others are kept)."""
+
+    format: Annotated[str, Field(pattern=r"^calibrate-session/\d+$")] = FORMAT
+    status: Annotated[str, Field(max_length=64)] = "unknown"
+    clock: ClockEntry = ClockEntry()  # null is refused: a session without a clock cannot be placed
+    host: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
+    reference: Text | None = None
+    meters: Annotated[list[MeterEntry], Field(max_length=256)] = []
+    workload: Annotated[WorkloadEntry, BeforeValidator(_none_is_empty)] = WorkloadEntry()
+    recorder: dict[str, Any] | None = None
+    notes: Text | None = None
+
+
 def validate_manifest(manifest: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:
-    """Check a manifest's shape; returns it, or raises SessionError naming the key."""
+    """Check a manifest against :class:`Manifest`; returns it normalised (a null object
+    becomes ``{}``), or raises SessionError naming the key."""
     if not isinstance(manifest, dict):
         raise SessionError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
-    fmt = manifest.get("format", FORMAT)
-    if not isinstance(fmt, str) or not fmt.startswith("calibrate-session/"):
-        raise SessionError(f"{where}: format {str(fmt)[:40]!r} is not a calibrate session")
-    status = manifest.get("status", "unknown")
-    if not isinstance(status, str):
-        raise SessionError(f"{where}: status must be a string")
-    clock = manifest.get("clock", {})
-    if not isinstance(clock, dict):
-        raise SessionError(f"{where}: clock must be an object")
-    _int_ns(clock.get("start_ns", 0), f"{where}: clock.start_ns")
-    for key in ("host", "workload"):
-        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
-            raise SessionError(f"{where}: {key} must be an object")
-    meters = manifest.get("meters", [])
-    if not isinstance(meters, list):
-        raise SessionError(f"{where}: meters must be a list")
-    for i, m in enumerate(meters):
-        if not isinstance(m, dict) or not isinstance(m.get("channels", []), list):
-            raise SessionError(f"{where}: meters[{i}] must be an object with a channels list")
-        for j, ch in enumerate(m.get("channels", [])):
-            if not isinstance(ch, dict) or not isinstance(ch.get("id"), str) or not ch["id"]:
-                raise SessionError(f"{where}: meters[{i}].channels[{j}] needs an id (a string)")
-    return manifest
+    try:
+        model = Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "manifest"
+        raise SessionError(f"{where}: {key}: {err['msg']}".encode("ascii", "backslashreplace").decode()) from None
+    for m in model.meters:
+        if m.name is None and m.channels:
+            m.name = m.channels[0].id
+    return model.model_dump()
 
 
 def read_manifest(folder: Path | str) -> dict[str, Any]:

@@ -157,9 +157,10 @@ def cmd_meters(args: argparse.Namespace) -> int:
     try:
         from drivers.probe import list_serial_ports
 
-        for p in list_serial_ports():
-            rows.append({"uri": f"serial:{p['device']}", "available": True,
-                         "detail": p.get("description", ""), "fix": p.get("hint", "")})
+        for p in list_serial_ports():  # a port is there; whether a meter answers on it is unknown
+            rows.append({"uri": f"serial:{p['device']}", "available": None,
+                         "detail": " ".join(x for x in (p.get("description", ""), "(port present, not probed)") if x),
+                         "fix": f"calibrate meters --probe {p['device']}"})
     except ImportError:
         pass
     from drivers.discover import available_meters
@@ -169,10 +170,10 @@ def cmd_meters(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        mark = "ok " if r.get("available") else "-- "
+        mark = {True: "ok ", None: "?  "}.get(r.get("available"), "-- ")
         say(f"{mark} {r['uri']:<28} {r.get('detail', '')}")
         if r.get("fix") and not r.get("available"):
-            say(f"     fix: {r['fix']}")
+            say(f"     {'probe' if r.get('available') is None else 'fix'}: {r['fix']}")
     say("simulators (no hardware): " + ", ".join(f"sim:{k}" for k in _simulator_kinds()))
     return 0
 

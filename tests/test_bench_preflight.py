@@ -62,3 +62,14 @@ def test_a_silent_meter_is_shown_live():
     with contextlib.redirect_stderr(buf):
         ConsoleReporter().progress(BenchProgress(20.0, "workload", [m]))
     assert "wall SILENT 12 s" in buf.getvalue()
+
+
+def test_meters_does_not_call_an_unprobed_port_ok(monkeypatch, capsys):
+    import drivers.probe
+    from calibrate.cli import main
+
+    monkeypatch.setattr(drivers.probe, "list_serial_ports", lambda: [{"device": "/dev/ttyS0", "description": ""}])
+    assert main(["meters"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "serial:/dev/ttyS0" in x)
+    assert not line.startswith("ok") and "not probed" in line and "--probe /dev/ttyS0" in out

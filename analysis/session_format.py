@@ -198,7 +198,49 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-class TraceWriter:
+class AppendFile:
+    """A new file appended to by several threads; a write error (a full disk, EIO) closes
+    it, keeps what is on disk, and is reported once to ``on_error`` -- the writer's caller
+    (a polling thread, the bench) is never interrupted by it."""
+
+    def __init__(self, path: Path, buffering: int, on_error: Callable[[OSError], None] | None = None) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.error: OSError | None = None  # the write error that ended this file
+        self._fh = create_exclusive(path, buffering=buffering)
+        self._lock = threading.Lock()
+
+    def _write(self, text: str) -> bool:
+        """Append ``text`` (caller holds the lock); False if the file is closed or failed."""
+        if self._fh.closed:  # a straggling thread after stop, or a failed disk: nothing more
+            return False
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                try:
+                    self._fh.close()  # flushes first
+                except OSError as exc:
+                    self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        first = self.error is None
+        self.error = self.error or exc
+        try:
+            self._fh.close()  # closes the descriptor even when its flush fails again
+        except OSError:
+            pass
+        if first and self.on_error is not None:
+            self.on_error(exc)
+
+
+class TraceWriter(AppendFile):
     """Appends rows to one channel's CSV (see the module doc); thread-safe.
 
     ``write`` is the recorder's hot path (one call per channel and poll); ``flush()`` may
@@ -208,12 +250,8 @@ class TraceWriter:
 
     def __init__(self, path: Path, quantities: tuple[str, ...],
                  on_error: Callable[[OSError], None] | None = None) -> None:
-        self.path = path
+        super().__init__(path, 1 << 16, on_error)
         self.quantities = tuple(quantities)
-        self.on_error = on_error
-        self.error: OSError | None = None  # the write error (a full disk) that ended this file
-        self._fh = create_exclusive(path, buffering=1 << 16)
-        self._lock = threading.Lock()
         self._empty = "," * (len(self.quantities) - 1) if self.quantities else ""
         self._fh.write(",".join((*BASE_COLUMNS, *self.quantities)) + "\n")
         self._dirty = True
@@ -236,15 +274,9 @@ class TraceWriter:
 
     def _append(self, line: str) -> None:
         with self._lock:
-            if self._fh.closed:  # a straggling thread after stop, or a full disk: nothing more
-                return
-            try:
-                self._fh.write(line)
-            except OSError as exc:
-                self._fail(exc)
-                return
-            self._dirty = True
-            self.rows += 1
+            if self._write(line):
+                self._dirty = True
+                self.rows += 1
 
     def flush(self) -> None:
         with self._lock:
@@ -255,64 +287,17 @@ class TraceWriter:
                     self._fail(exc)
                 self._dirty = False
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._fh.closed:
-                try:
-                    self._fh.close()  # flushes first
-                except OSError as exc:
-                    self._fail(exc)
 
-    def _fail(self, exc: OSError) -> None:
-        """A write failed (ENOSPC, EIO): keep what is on disk, close the file, tell once."""
-        first = self.error is None
-        self.error = self.error or exc
-        try:
-            self._fh.close()  # closes the descriptor even when its flush fails again
-        except OSError:
-            pass
-        if first and self.on_error is not None:
-            self.on_error(exc)
-
-
-class EventWriter:
-    """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once.
-
-    A write that fails (a full disk) closes the file and is reported once to ``on_error``;
-    the caller is never interrupted by it."""
+class EventWriter(AppendFile):
+    """Appends JSON lines to ``events.jsonl``; thread-safe; each line flushed at once."""
 
     def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
-        self._fh = create_exclusive(path, buffering=1)
-        self._lock = threading.Lock()
-        self.on_error = on_error
-        self.error: OSError | None = None
+        super().__init__(path, 1, on_error)
 
     def write(self, event: dict[str, Any]) -> None:
         line = json.dumps(json_safe(event), allow_nan=False) + "\n"
         with self._lock:
-            if not self._fh.closed:
-                try:
-                    self._fh.write(line)
-                except OSError as exc:
-                    self._fail(exc)
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._fh.closed:
-                try:
-                    self._fh.close()
-                except OSError as exc:
-                    self._fail(exc)
-
-    def _fail(self, exc: OSError) -> None:
-        first = self.error is None
-        self.error = self.error or exc
-        try:
-            self._fh.close()
-        except OSError:
-            pass
-        if first and self.on_error is not None:
-            self.on_error(exc)
+            self._write(line)
 
 
 # --------------------------------------------------------------------------- manifest

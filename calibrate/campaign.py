@@ -148,8 +148,11 @@ def load_plan(path: Path) -> dict[str, Any]:
     if len(spec.run) * spec.campaign.repetitions > MAX_RUNS:
         raise UsageError(f"{path}: {len(spec.run)} runs x {spec.campaign.repetitions} repetitions is over "
                          f"{MAX_RUNS} sessions")
-    for r in spec.run:
-        check_path_component(_label(r.model_dump()), "[[run]] workload used as a label")
+    for i, r in enumerate(spec.run, 1):
+        try:
+            check_path_component(_label(r.model_dump()), "workload (the run's label)")
+        except ValueError as exc:
+            raise UsageError(f"{path}: [[run]] {i}: {exc}") from None
     return plan
 
 

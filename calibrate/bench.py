@@ -99,10 +99,10 @@ class BenchPlan:
         except ValueError as exc:  # UnknownWorkload is a ValueError
             raise UsageError(str(exc).splitlines()[0]) from None
 
-    def check(self) -> None:
+    def check(self) -> PreparedWorkload:
         """Reject options that cannot work, before an hour of recording (UsageError): the
-        meters and durations, the report options, a command that is not there, a CUDA
-        device that torch cannot see."""
+        meters and durations, the report options, the workload, a command that is not
+        there, a CUDA device that torch cannot see.  Returns the prepared workload."""
         if not self.meters:
             raise UsageError("give at least one --meter (e.g. --meter sim:wattsup --meter cpu-model); "
                              "see `calibrate meters`")
@@ -116,7 +116,9 @@ class BenchPlan:
             self.report_options().validate()
         except ValueError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
-        check_runnable(self.prepare())
+        workload = self.prepare()
+        check_runnable(workload)
+        return workload
 
     def report_options(self) -> ReportOptions:
         """The analysis options of this plan's report."""
@@ -198,7 +200,7 @@ def wait_for_first_readings(session: Session, stop: threading.Event) -> list[str
     limits = {m.name: first_reading_s(m) for m in session.meters}
     t0 = time.monotonic()
     while True:
-        missing = [n for n, ok in session.recorder.first_readings().items() if not ok]
+        missing = [n for n, t in session.recorder.last_reading_ns().items() if not t]
         waited = time.monotonic() - t0
         if not missing or stop.is_set() or all(waited > limits[n] for n in missing):
             return missing
@@ -327,8 +329,7 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
     """
     reporter = reporter or BenchReporter()
     stop = stop or threading.Event()
-    workload = plan.prepare()
-    plan.check()
+    workload = plan.check()
     meters = build_meters(plan.meters)
     names = [m.name for m in meters]
     ref = plan.reference

@@ -48,7 +48,6 @@ from analysis.session_format import check_path_component, read_status, write_jso
 from calibrate.bench import BenchPlan, run_bench
 from calibrate.console import ConsoleReporter, print_result
 from calibrate.errors import UsageError
-from workloads.registry import PreparedWorkload
 
 STATE_FILE = "campaign.json"
 WARMUP_DEFAULT_S = 60.0  # a warm-up without a duration runs this long
@@ -216,10 +215,8 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
         except UsageError as exc:
             raise UsageError(f"{plan_path}: warm-up: {exc}") from None
         warm_argv = (wp.argv, float(wp.params.get("duration_s") or WARMUP_DEFAULT_S))
-    prepared: dict[int, PreparedWorkload] = {}
-    for i, r in enumerate(plan["run"]):
+    for i, r in enumerate(plan["run"]):  # every run checked before the first starts
         try:
-            prepared[i] = run_plan(camp, r).prepare()
             run_plan(camp, r).check()
         except UsageError as exc:
             raise UsageError(f"{plan_path}: run {i + 1}: {exc}") from None
@@ -260,7 +257,6 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
                 n += 1
             shutil.move(str(session_dir), str(aside))
         bench_plan = run_plan(camp, plan["run"][it["run"]], session_dir)
-        bench_plan.params = prepared[it["run"]].params
         print(f"campaign: {it['id']} ({sum(x['status'] == 'complete' for x in state['order']) + 1}/{len(state['order'])})",
               flush=True)
         it["status"] = "running"

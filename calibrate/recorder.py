@@ -58,7 +58,6 @@ class MeterState:
     suppressed: Counter = field(default_factory=Counter)  # fault rows not written (rate limit)
     suppressed_since_ns: int = 0
     suppressed_total: Counter = field(default_factory=Counter)
-    faulted: bool = False  # the last poll failed
     last_ok_ns: int = 0  # stamp of the last good reading (ns)
     next_ns: int = 0
     reopen_ns: int = 0
@@ -216,10 +215,6 @@ class Recorder:
                           (now - st.last_ok_ns) / 1e9 if st.last_ok_ns else None, st.meter.interval_s)
                 for st in self.states.values()]
 
-    def first_readings(self) -> dict[str, bool]:
-        """Per meter: has it given a good reading yet?"""
-        return {name: st.samples > 0 for name, st in self.states.items()}
-
     def last_reading_ns(self) -> dict[str, int]:
         """Per meter: the session-clock time (ns) of its last good reading (0: none yet)."""
         return {name: st.last_ok_ns for name, st in self.states.items()}
@@ -291,7 +286,6 @@ class Recorder:
     def _poll_once(self, st: MeterState) -> None:
         """One read of one meter: rows written, or the fault flagged and counted."""
         m = st.meter
-        st.faulted = True  # until the read succeeds
         t0 = self.clock()
         try:
             reading = m.read()
@@ -318,8 +312,8 @@ class Recorder:
                 if w is None:  # a channel the meter did not announce: record it anyway
                     w = self._writer(st, Channel(id=ch_id, quantities=tuple(values)))
                 w.write(t_ns, rtt_ns, values, note=reading.flags.get(ch_id, ""))
-            self._report_suppressed(st, t_ns)
-            st.faulted = False
+            if st.suppressed:  # a flood just ended: say how many fault rows it left unwritten
+                self._report_suppressed(st, t_ns)
             st.samples += 1
             st.last = reading.values
             st.last_ok_ns = t_ns
@@ -379,7 +373,7 @@ class Recorder:
                     self._flush(group)
                     flush_ns = now + int(FLUSH_EVERY_S * 1e9)
                 if push and group[0].connected:
-                    if group[0].faulted:  # a device spewing garbage must not cost a core
+                    if not group[0].last:  # the read failed (a fault clears last): no busy loop
                         self._sleep_until(self.clock() + int(PUSH_FAULT_BACKOFF_S * 1e9), self.clock())
                     continue
                 self._sleep_until(wake, self.clock())

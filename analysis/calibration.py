@@ -34,7 +34,6 @@ from analysis.session_format import json_safe
 FORMAT = "calibrate-model/1"
 #: the shortest window (s) a model may ask for, and the most windows one correction may cut
 MIN_WINDOW_S = 0.1
-MAX_WINDOWS = 1_000_000
 #: fewer windows than this per fitted parameter is warned about
 MIN_WINDOWS_PER_PARAMETER = 10
 

@@ -90,8 +90,9 @@ def _read(spec: TraceSpec, time_col: str, power_col: str, energy_col: str | None
         out["energy_j"] = pd.to_numeric(df[energy_col], errors="coerce")
     out = out.dropna(subset=["t_ns"]).sort_values("t_ns", kind="stable")
     out["t_ns"] = out["t_ns"].astype(np.int64)
-    if len(out) < 2:
-        raise ValueError(f"{spec.path}: fewer than 2 samples")
+    values = out[[c for c in ("power_w", "energy_j") if c in out]]
+    if len(out) < 2 or int(np.isfinite(values.to_numpy(float)).any(axis=1).sum()) < 2:
+        raise ValueError(f"{spec.path}: fewer than 2 samples with a number of W or J")
     return out
 
 

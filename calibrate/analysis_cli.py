@@ -35,18 +35,15 @@ def _components(expr: str) -> list[str]:
 
 # --------------------------------------------------------------------------- fit / correct
 def _meter_of(data: Any, cid: str) -> tuple[str | None, str | None]:
-    """(meter kind, meter name) of channel ``cid`` in a session's manifest."""
-    for m in data.manifest.get("meters") or []:
-        if isinstance(m, dict) and any(isinstance(c, dict) and c.get("id") == cid for c in m.get("channels") or []):
-            return m.get("kind"), m.get("name")
-    info = data.channels[cid].info if cid in data.channels else {}
-    return info.get("meter_kind"), None
+    """(meter kind, meter name) of channel ``cid``, as the loader read them from the manifest."""
+    tr = data.channels.get(cid)
+    return (tr.info.get("meter_kind"), tr.meter) if tr is not None else (None, None)
 
 
 def _provenance(data: Any, reference: str | None, comps: list[str]) -> dict[str, Any]:
     """What a model fitted on (or applied to) this session depends on."""
     kind, name = _meter_of(data, reference) if reference else (None, None)
-    host = (data.manifest.get("host") or {}).get("hostname") if isinstance(data.manifest.get("host"), dict) else None
+    host = data.manifest["host"].get("hostname")  # the loader's schema makes host an object
     return {"reference": reference, "reference_kind": kind, "reference_name": name, "host": host,
             "channel_kinds": {c: _meter_of(data, c)[0] for c in comps if c in data.channels},
             "workload": (data.manifest.get("workload") or {}).get("name")}
@@ -125,13 +122,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _check_window(window_s: float, span_s: float | None = None) -> None:
-    from analysis.calibration import MAX_WINDOWS, MIN_WINDOW_S
+    from analysis.calibration import MIN_WINDOW_S
+    from analysis.windows import check_window_count
 
     if not (window_s >= MIN_WINDOW_S) or not np.isfinite(window_s):
         raise UsageError(f"--window must be at least {MIN_WINDOW_S} s")
-    if span_s is not None and span_s / window_s > MAX_WINDOWS:
-        raise UsageError(f"a window of {window_s:g} s cuts this {span_s:.0f} s session into more than "
-                         f"{MAX_WINDOWS:,} windows; use a longer window")
+    if span_s is not None:
+        try:
+            check_window_count(window_s, span_s)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _phase_corrections(model: Any, data: Any, lags: dict[str, Any]) -> list[dict[str, Any]]:
@@ -381,7 +381,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.report:
         from analysis.report import write_report
 
-        print_summary_table(write_report(out, reference=args.reference, window_s=args.window), out)
+        try:
+            summary = write_report(out, reference=args.reference, window_s=args.window)
+        except ValueError as exc:  # imported, but these traces cannot be compared
+            raise UsageError(f"imported into {out}, but no report: {str(exc).splitlines()[0]}") from None
+        print_summary_table(summary, out)
         print(f"report: {out / 'report.html'}")
     return 0
 

@@ -363,7 +363,7 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
         if silent and not stop.is_set():
             waited = max(first_reading_s(m) for m in meters if m.name in silent)
             session.mark("preflight_failed", meters=silent, waited_s=waited)
-            session.extra["failure"] = f"pre-flight: no reading from {', '.join(silent)} within {waited:.0f} s"
+            session.failure = f"pre-flight: no reading from {', '.join(silent)} within {waited:.0f} s"
             session.stop("failed")
             raise UsageError(f"{', '.join(silent)} gave no reading within {waited:.0f} s: check the port, "
                              "protocol and baud (`calibrate meters --probe PORT`); nothing was run "

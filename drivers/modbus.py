@@ -78,6 +78,14 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
                    10: "gateway path unavailable", 11: "gateway target failed to respond"}
 
 
+def rtu_crc_ok(frame: bytes) -> bool:
+    """Whether an RTU frame ends in the CRC-16 of the bytes before it (pymodbus's CRC, which
+    reads the two CRC bytes, low byte first on the wire, as one big-endian int)."""
+    from pymodbus.framer import FramerRTU
+
+    return len(frame) >= 4 and FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+
+
 @dataclass(frozen=True)
 class Quantity:
     name: str
@@ -421,8 +429,6 @@ class ModbusMeter(Meter):
         return regs
 
     def _classify_silence(self, start: int, count: int) -> MeterReadError:
-        from pymodbus.framer import FramerRTU
-
         rx, self._rx = self._rx, b""
         if not rx:
             return MeterReadError(f"{self.target}: no reply within {self.timeout_s:g} s", code="timeout")
@@ -431,8 +437,7 @@ class ModbusMeter(Meter):
             for i in range(len(rx) - want + 1):
                 frame = rx[i:i + want]
                 if frame[0] == self.unit and frame[1] == self.profile.function and frame[2] == 2 * count:
-                    # pymodbus's RTU CRC-16 (it reads the two CRC bytes as a big-endian int)
-                    if not FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big")):
+                    if not rtu_crc_ok(frame):
                         return MeterReadError(f"{self.target}: reply with a bad CRC ({frame.hex()})", code="crc")
         return MeterReadError(f"{self.target}: {len(rx)} bytes that are no Modbus reply ({rx[:16].hex()})",
                               code="garbage")

@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from drivers.base import MeterConfigError, MeterReadError
-from drivers.modbus import load_profile, plan_blocks
+from drivers.modbus import load_profile, plan_blocks, rtu_crc_ok
 from drivers.registry import make_meter
 from drivers.sim.registry import make_simulator
 from tests.conftest import unplug_and_replug
@@ -147,6 +147,7 @@ def test_crc16_known_vector():
     frame = bytes.fromhex("010400000002")
     assert FramerRTU.compute_CRC(frame).to_bytes(2, "big") == bytes.fromhex("71CB")
     assert FramerRTU.check_CRC(frame, int.from_bytes(bytes.fromhex("71CB"), "big"))
+    assert rtu_crc_ok(frame + bytes.fromhex("71CB")) and not rtu_crc_ok(frame + bytes.fromhex("CB71"))
 
 
 def test_unknown_option_rejected():

@@ -34,7 +34,7 @@ import threading
 from typing import Any
 
 from drivers.base import MeterConfigError
-from drivers.modbus import Profile, Quantity, load_profile
+from drivers.modbus import Profile, Quantity, load_profile, rtu_crc_ok
 from drivers.sim.pty_port import PtyPort
 from drivers.sim.simulator import Simulator
 
@@ -48,16 +48,6 @@ HOSTILE = ("random", "partial", "flood")
 
 #: shortest inter-frame silence the pty pump waits for (s); 3.5 characters at 9600 baud is 4 ms
 FRAME_GAP_S = 0.01
-
-
-def crc16(data: bytes) -> bytes:
-    """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF), low byte first as on the wire."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc.to_bytes(2, "little")
 
 
 def _baud_of(fd: int | None) -> int | None:
@@ -317,7 +307,7 @@ class SDMSimulator(Simulator):
                             pending, wrong_speed = b"", False
                 if pending and time.monotonic() - last_rx >= gap:
                     frame, pending = pending, b""
-                    if not wrong_speed and len(frame) >= 4 and crc16(frame[:-2]) == frame[-2:]:
+                    if not wrong_speed and rtu_crc_ok(frame):
                         sock.sendall(frame)
                     wrong_speed = False
                 if self.hostile == "flood":

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import termios
 import threading
 from typing import Any
 
@@ -50,20 +51,22 @@ HOSTILE = ("random", "partial", "flood")
 FRAME_GAP_S = 0.01
 
 
+#: termios speed code -> baud (B9600 -> 9600), built once: the pump looks it up per chunk
+_BAUDS: dict[int, int] = {}
+for _name in dir(termios):  # sorted: the first name of a code wins
+    if _name.startswith("B") and _name[1:].isdigit():
+        _BAUDS.setdefault(getattr(termios, _name), int(_name[1:]))
+
+
 def _baud_of(fd: int | None) -> int | None:
     """The line speed the driver set on the pty (termios output speed), None if unknown."""
-    import termios
-
     if fd is None:
         return None
     try:
         code = termios.tcgetattr(fd)[5]
     except (OSError, termios.error):
         return None
-    for name in dir(termios):
-        if name.startswith("B") and name[1:].isdigit() and getattr(termios, name) == code:
-            return int(name[1:])
-    return None
+    return _BAUDS.get(code)
 
 
 def free_port() -> int:

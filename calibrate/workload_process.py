@@ -309,8 +309,8 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
     """
     run = WorkloadRun(list(argv))
     r, w = os.pipe()
-    token = f"{TREE_ENV}={secrets.token_hex(16)}"
-    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1", TREE_ENV: token.split("=", 1)[1]})
+    secret = secrets.token_hex(16)
+    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1", TREE_ENV: secret})
     with log_path.open("ab") as log:
         if phase_name:
             session.begin(phase_name)
@@ -326,7 +326,7 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
                 if phase_name:
                     session.end(phase_name)
                 raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
-            tree = ProcessTree(proc.pid, token=token)
+            tree = ProcessTree(proc.pid, token=f"{TREE_ENV}={secret}")
             os.close(w)
             pump = threading.Thread(target=pump_events, args=(r, session, run), daemon=True)
             pump.start()

@@ -197,37 +197,19 @@ def _probe_modbus(target: Target, timeout_s: float) -> Found | None:
                 f"{vals['voltage_v']:.1f} V, {vals['freq_hz']:.1f} Hz")
 
     wire = target.kind == "serial"  # only a real serial line tells baud rates apart
-    rejected: list[str] = []
     # three-phase first: an SDM630 also answers the single-phase map (phase 1 at 0x0000)
     vals = _read_modbus(target, "sdm630", None, timeout_s)
-    if vals is not None:
-        why = plausible(vals)
-        if why is None:
-            return Found("modbus:sdm630", ident("sdm630", vals, 9600 if wire else None), uri("sdm630"),
-                         "three-phase system registers (average L-N voltage 0x002A, total power 0x0034) "
-                         "answer plausibly: an SDM630")
-        rejected.append(f"sdm630 map: {why}")
-    single = ("sdm120", "sdm230")  # one register map; factory baud 2400 / 9600
+    if vals is not None and plausible(vals) is None:
+        return Found("modbus:sdm630", ident("sdm630", vals, 9600 if wire else None), uri("sdm630"),
+                     "three-phase system registers (average L-N voltage 0x002A, total power 0x0034) "
+                     "answer plausibly: an SDM630")
+    # one register map; on a wire each at its factory baud (2400 / 9600), else asked once
+    single = [(n, load_profile(n).default_baud) for n in ("sdm120", "sdm230")] if wire else [("sdm120", None)]
     answers: list[tuple[str, int | None, dict[str, float]]] = []
-    if wire:
-        for name in single:
-            b = load_profile(name).default_baud
-            vals = _read_modbus(target, name, b, timeout_s)
-            if vals is None:
-                continue
-            why = plausible(vals)
-            if why is None:
-                answers.append((name, b, vals))
-            else:
-                rejected.append(f"{name} map at {b} baud: {why}")
-    else:
-        vals = _read_modbus(target, "sdm120", None, timeout_s)
-        if vals is not None:
-            why = plausible(vals)
-            if why is None:
-                answers.append(("sdm120", None, vals))
-            else:
-                rejected.append(f"single-phase map: {why}")
+    for name, b in single:
+        vals = _read_modbus(target, name, b, timeout_s)
+        if vals is not None and plausible(vals) is None:
+            answers.append((name, b, vals))
     if not answers:
         return None
     name, b, vals = answers[0]

@@ -94,6 +94,7 @@ def _between(lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> 
 
 #: bounds shared by several workloads
 MAX_DURATION_S = 7 * 24 * 3600.0  # a week: longer runs are a mistake (or an attack), not a calibration
+_UP_TO_A_WEEK = _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)")  # durations, s
 MAX_THREADS = min(1024, 4 * (os.cpu_count() or 1))
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_LEVELS = 1000
@@ -193,8 +194,7 @@ def parse_buffer_bytes(v: Any) -> int:
 
 
 _COMMON: dict[str, _Param] = {
-    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)",
-                         _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)")),
+    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)", _UP_TO_A_WEEK),
     "seed": _Param(0, int, "random seed (data, model initialisation, order)", _between(0, MAX_SEED)),
 }
 
@@ -245,8 +245,7 @@ _CAL_UTIL = _Param(1.0, float, "target utilisation of each worker, 0..1", _fract
 _CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _between(0, MAX_THREADS))
 _CAL_CYCLE = _Param(0.1, float, "duty-cycle period, s (utilisation is exact over each period)",
                     _between(0.001, 60, unit=" s"))
-_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)",
-                       _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)"), nullable=True)
+_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)", _UP_TO_A_WEEK, nullable=True)
 
 CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     "idle": ("sleep: the machine's idle baseline (phase idle)", {
@@ -254,7 +253,7 @@ CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     }),
     "step": ("utilisation staircase, one phase level-X.XX per level, held hold_s each", {
         "levels": _Param("0,0.5,1", str, "comma-separated utilisation fractions", parse=parse_levels),
-        "hold_s": _Param(10.0, float, "time at each level, s", _between(0, MAX_DURATION_S, lo_open=True, unit=" s (7 days)")),
+        "hold_s": _Param(10.0, float, "time at each level, s", _UP_TO_A_WEEK),
         "threads": _CAL_THREADS,
         "cycle_s": _CAL_CYCLE,
     }),

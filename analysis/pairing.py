@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from analysis.series import Series, series_energies, to_reference_clock
-from analysis.windows import choose_window_s, common_windows
+from analysis.windows import choose_window_s, common_coverage, common_windows
 
 __all__ = ["RAMP_TRIM_S", "Pairing", "comparison_cuts", "default_window_s", "paired_windows",
            "parse_candidate", "split_candidate"]
@@ -83,13 +83,13 @@ def paired_windows(ref: Series, comps: dict[str, Series], lags: dict[str, Any], 
 
     Components are shifted onto the reference clock by their lag; W is window energy / length.
     """
-    ends = {c: to_reference_clock(s.t_s[[0, -1]], lags[c]) for c, s in comps.items()}
-    start = max([ref.t_s[0]] + [e[0] for e in ends.values()])
-    end = min([ref.t_s[-1]] + [e[1] for e in ends.values()])
+    # every channel's first and last stamp on the reference clock; the gaps to skip go with the reference
+    ends = [ref.t_s[[0, -1]], *(to_reference_clock(s.t_s[[0, -1]], lags[c]) for c, s in comps.items())]
+    start, end, gaps = common_coverage(ends, gaps=[exclude, *([()] * len(comps))])
     # the ramp after a boundary lasts about the meters' averaging windows, which are well
     # under the comparison window: trim half a window, at most RAMP_TRIM_S
     trim = min(RAMP_TRIM_S, 0.5 * window_s)
-    wins = common_windows(start, end, window_s, exclude=exclude, boundaries_s=boundaries, trim_s=trim)
+    wins = common_windows(start, end, window_s, exclude=gaps, boundaries_s=boundaries, trim_s=trim)
     ref_e = series_energies(ref, wins)
     comp_e = {c: series_energies(s, wins, lags[c]) for c, s in comps.items()}
     ok = np.isfinite(ref_e)

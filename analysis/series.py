@@ -20,6 +20,7 @@ import numpy as np
 from analysis.align import align
 from analysis.load import ChannelTrace
 from analysis.sampling import GAP_FACTOR, find_gaps, power_series
+from analysis.session_format import SEGMENT_BREAKS
 from analysis.windows import common_coverage, mean_power_w, span_energy, window_energies
 
 __all__ = ["Series", "continuous_counter", "covered_energy", "mean_power_over", "series_energies",
@@ -81,7 +82,7 @@ def trace_gaps(trace: ChannelTrace) -> list[tuple[float, float]]:
     if len(ok_idx) < 2:
         return []
     tt = trace.data["t_s"].to_numpy(float)[ok_idx]
-    breaks = np.flatnonzero(fault & np.isin(flags, ["disconnected", "reconnected"]))
+    breaks = np.flatnonzero(fault & np.isin(flags, SEGMENT_BREAKS))
     after = np.searchsorted(ok_idx, breaks)
     after = after[(after > 0) & (after < len(ok_idx))]
     gaps = {(float(tt[i - 1]), float(tt[i])) for i in after}

@@ -22,7 +22,7 @@ from analysis.escape import markdown_text, terminal_text
 from analysis.load import SessionData, load_session
 from analysis.numbers import fmt_number, is_missing
 from analysis.pipeline import Analysis, analyse
-from analysis.series import series_of, to_reference_clock
+from analysis.series import to_reference_clock
 from analysis.session_format import json_safe, write_text_atomic
 from analysis.summary import summarize
 
@@ -125,7 +125,7 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 """
 
 
-def render_html(data: SessionData, summary: dict[str, Any], result: Analysis | None = None) -> str:
+def render_html(data: SessionData, summary: dict[str, Any], result: Analysis) -> str:
     """The self-contained report page of a session: ``summary`` (JSON-safe) for the figures,
     ``result`` (the :func:`~analysis.pipeline.analyse` the summary came from) for the traces."""
     ref = summary["reference"]
@@ -166,13 +166,7 @@ def render_html(data: SessionData, summary: dict[str, Any], result: Analysis | N
                      f"({html_number(rec.get('cpu_s'), 3)} s CPU).</p>")
 
     # traces
-    if result is not None:
-        traces = {cid: (result.lags[cid].apply(s.t_p) if cid in result.lags else s.t_p, s.p)
-                  for cid, s in result.series.items()}
-    else:  # a summary read back from disk: the series again, with the lags it reports
-        lags = summary.get("lags", {})
-        traces = {cid: (to_reference_clock(s.t_p, lags.get(cid)), s.p)
-                  for cid, s in ((c, series_of(tr)) for c, tr in data.channels.items() if len(tr.ok) >= 2)}
+    traces = {cid: (to_reference_clock(s.t_p, result.lags.get(cid)), s.p) for cid, s in result.series.items()}
     parts.append("<h2>Power traces</h2><p class=muted>Candidates shifted by their estimated lag; phases shaded.</p>")
     parts.append(f'<div class="fig">{img_tag(plots.figure_png(plots.power_traces, traces, data.phases(), ref), "power traces")}</div>')
 

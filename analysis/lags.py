@@ -115,14 +115,15 @@ def lag_without_drift(ref: Series, s: Series, max_lag_s: float, warnings: list[s
     try:
         # a lag longer than a quarter of the overlap rests on too few samples to trust
         span = min(ref.t_s[-1], s.t_s[-1]) - max(ref.t_s[0], s.t_s[0])
-        lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=max(min(max_lag_s, 0.25 * span), 1.0))
+        searched_s = max(min(max_lag_s, 0.25 * span), 1.0)
+        lr = estimate_lag(ref.t_p, ref.p, s.t_p, s.p, max_lag_s=searched_s)
     except ValueError as exc:
         warnings.append(f"lag of {s.id} not estimated ({str(exc).splitlines()[0]}); assumed 0 s")
         return ChannelLag(lag_s=0.0, applied=False, method="none", quality="failed")
     # the peak must stand above what noise alone reaches: the largest of 2K+1 correlations
     # of n independent points is about sqrt(2 ln(2K+1) / n); ask for 1.4 times that
     n = max(span / lr.step_s, 1.0)
-    k = max(min(max_lag_s, 0.25 * span), 1.0) / lr.step_s
+    k = searched_s / lr.step_s
     noise = float(np.sqrt(2.0 * np.log(2.0 * k + 1.0) / n))
     usable = (lr.quality == "good" and np.isfinite(lr.lag_s) and lr.corr > 1.4 * noise
               and not (lr.corr_after < lr.corr_before - 0.02))  # a shift that misaligns the levels

@@ -86,9 +86,10 @@ def main() -> None:
 
     from analysis.load import load_session
     from analysis.pipeline import analyse
-    from analysis.report import render_html, summary_markdown
+    from analysis.report import render_html
     from analysis.session_format import json_safe
     from analysis.summary import summarize
+    from analysis.text_report import summary_markdown
 
     stages = {}
     t = time.perf_counter()

@@ -131,7 +131,7 @@ def cmd_agree(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=float))
         return 0
-    from analysis.report import agreement_markdown
+    from analysis.text_report import agreement_markdown
 
     print(agreement_markdown(result))
     return 0

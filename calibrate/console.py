@@ -25,7 +25,7 @@ def say(msg: str = "", *, err: bool = False) -> None:
 
 def print_summary_table(summary: dict[str, Any], path: Path) -> None:
     """The short table `run`/`demo`/`report` end with."""
-    from analysis.report import summary_text
+    from analysis.text_report import summary_text
 
     say(summary_text(summary, path))
 

@@ -13,8 +13,9 @@ from analysis.agreement import Agreement, agreement, agreement_table, compare
 from analysis.load import load_session
 from analysis.numbers import finite_or_none, fmt_number
 from analysis.pipeline import analyse
-from analysis.report import ReportOptions, summary_text
+from analysis.report import ReportOptions
 from analysis.summary import summarize
+from analysis.text_report import summary_text
 from tests.test_analysis_pipeline import write_session
 
 

@@ -23,7 +23,7 @@ from analysis.escape import (
     strip_controls,
     terminal_text,
 )
-from analysis.report import agreement_markdown, summary_markdown, summary_text
+from analysis.text_report import agreement_markdown, summary_markdown, summary_text
 from tests.conftest import run_cli
 
 # --------------------------------------------------------------------------- terminal

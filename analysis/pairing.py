@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.caveats import MIN_WINDOWS
 from analysis.series import Series, series_energies, to_reference_clock
 from analysis.windows import choose_window_s, common_coverage, common_windows
 
@@ -60,11 +61,13 @@ def parse_candidate(expr: str, known: list[str]) -> list[str]:
 
 def default_window_s(chans: list[Series]) -> float:
     """The comparison window (s): from the slowest meter (see choose_window_s), shortened for
-    short sessions so that about 10 windows fit, but never under 2 of the slowest intervals."""
+    short sessions so that about 20 windows fit (twice the minimum the caveats ask for,
+    :data:`analysis.caveats.MIN_WINDOWS`: trims and gaps take some), but never under 2 of
+    the slowest meter's update intervals or averaging windows."""
     chosen = choose_window_s([s.interval_s for s in chans], [s.window_s for s in chans])
     span = min(s.t_s[-1] for s in chans) - max(s.t_s[0] for s in chans)
     slowest = max(max(s.interval_s, s.window_s or 0.0) for s in chans)
-    return float(min(chosen, max(2.0 * slowest, span / 10.0)))
+    return float(min(chosen, max(2.0 * slowest, span / (2.0 * MIN_WINDOWS))))
 
 
 def comparison_cuts(phases: list[tuple[str, float, float]], window_s: float, chans: list[Series]

@@ -51,7 +51,12 @@ class Analysis:
 
 def pick_reference(data: SessionData, requested: str | None = None) -> str:
     """The reference channel id: ``requested`` (a channel id or a meter name with one
-    channel), else the manifest's, else the first measured wall meter, else the first channel."""
+    channel), else the manifest's (named when the session was recorded), else the first
+    measured wall meter, else the first measured channel.
+
+    A modelled channel is the reference only when named (``requested`` or the manifest):
+    ValueError (one line) when no measured channel is there to default to.
+    """
     ids = list(data.channels)
     if requested:
         if requested in data.channels:
@@ -63,11 +68,19 @@ def pick_reference(data: SessionData, requested: str | None = None) -> str:
     manifest_ref = data.manifest.get("reference")
     if manifest_ref and manifest_ref in data.channels:
         return manifest_ref
+    if manifest_ref:
+        matches = [c for c in ids if data.channels[c].meter == manifest_ref]
+        if len(matches) == 1:
+            return matches[0]
     # the first wall meter in the order the meters were given (the manifest's order)
     order = [ch["id"] for m in data.manifest.get("meters", []) for ch in m.get("channels", [])]
     ids = [c for c in order if c in data.channels] + [c for c in ids if c not in order]
-    walls = [c for c in ids if data.channels[c].scope == "wall" and data.channels[c].source == "measured"]
-    return walls[0] if walls else ids[0]
+    measured = [c for c in ids if data.channels[c].source == "measured"]
+    walls = [c for c in measured if data.channels[c].scope == "wall"]
+    if walls or measured:
+        return (walls or measured)[0]
+    raise ValueError(f"no measured channel to be the reference (every channel is modelled: {', '.join(ids)}); "
+                     "name one with --reference to compare estimates with each other (it is then labelled modelled)")
 
 
 def analyse(data: SessionData, reference: str | None = None, candidates: list[str] | None = None,

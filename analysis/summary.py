@@ -15,6 +15,19 @@ from typing import Any
 import numpy as np
 
 from analysis.agreement import agreement
+from analysis.caveats import (
+    Caveat,
+    accuracy_check,
+    bias_caveats,
+    calibration_caveats,
+    codes,
+    messages,
+    near_constant,
+    reading_step,
+    reference_caveats,
+    sample_size_caveats,
+    window_caveats,
+)
 from analysis.emissions import accuracy_per_kwh, compare_locations, emissions
 from analysis.load import SessionData
 from analysis.pairing import RAMP_TRIM_S
@@ -98,21 +111,29 @@ def workload_energy(ref: Series, span: tuple[float, float] | None, warnings: lis
     return e * (b - a) / covered, b - a  # scaled over the edge samples: within one interval
 
 
-def calibration_fit(ref_w: np.ndarray, cand_w: np.ndarray) -> dict[str, Any]:
-    """OLS of reference on candidate (W).  A candidate that hardly varies (a modelled
-    constant, such as CodeCarbon's RAM) cannot give a gain: then only the offset is
-    reported, with a note, instead of a meaningless slope."""
-    spread = float(np.std(cand_w))
-    if spread <= 1e-3 * max(float(np.mean(np.abs(cand_w))), 1e-9) or spread < 1e-6:
+def calibration_fit(ref_w: np.ndarray, cand_w: np.ndarray, resolution_w: float = 0.0) -> dict[str, Any]:
+    """OLS of reference on candidate (W).  A candidate too nearly constant for a gain (its
+    window powers' spread within ``resolution_w`` W or under 1% of their mean: a modelled
+    constant such as CodeCarbon's RAM, or a load that did not vary) gets only the offset,
+    with a note, instead of a meaningless slope."""
+    why = near_constant(cand_w, resolution_w)
+    if why is not None:
         diff = ref_w - cand_w
-        return {"model": "reference = intercept + candidate (candidate constant: no gain)", "method": "mean",
+        return {"model": "reference = intercept + candidate (candidate nearly constant: no gain)", "method": "mean",
                 "slope": None, "intercept": float(np.mean(diff)), "slope_ci": [None, None],
-                "intercept_ci": [None, None],
-                "note": "the candidate is constant over the windows, so no gain can be fitted; "
-                        "only the offset is reported (a load that varies is needed)"}
+                "intercept_ci": [None, None], "near_constant": why,
+                "note": f"the candidate is nearly constant: {why}; no gain can be fitted, only the offset is "
+                        "reported (a load that varies is needed)"}
     cal = ols(cand_w, ref_w)
     return {"model": "reference = intercept + slope * candidate", "method": "ols", "slope": cal.slope,
             "intercept": cal.intercept, "slope_ci": list(cal.slope_ci), "intercept_ci": list(cal.intercept_ci)}
+
+
+def _with_caveats(entry: dict[str, Any], caveats: list[Caveat]) -> dict[str, Any]:
+    """``entry`` with its ``warnings`` (messages) and ``warning_codes`` (same order)."""
+    entry["warnings"] = messages(caveats)
+    entry["warning_codes"] = codes(caveats)
+    return entry
 
 
 def _meter_entries(data: SessionData, series: dict[str, Series], phases: list[tuple[str, float, float]]
@@ -143,31 +164,44 @@ def _meter_entries(data: SessionData, series: dict[str, Series], phases: list[tu
     return meters
 
 
-def _agreement_entry(res: Analysis, p: Any, lags: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """One ``agreement`` entry: the pairs' statistics (W), or the contract's keys as null and an error."""
+def _agreement_entry(res: Analysis, p: Any, lags: dict[str, Any]) -> dict[str, Any]:
+    """One ``agreement`` entry: the pairs' statistics (W) and their caveats, or the
+    contract's keys as null and an error."""
     expr, parts, ref_id = p.candidate, p.components, res.reference
     entry: dict[str, Any] = {"reference": ref_id, "candidate": expr, "components": parts,
+                             "label": f"{ref_id} = a + b x {expr}",
                              "lag_s": lags[parts[0]]["lag_s"] if len(parts) == 1 else None,
                              "component_lags_s": {c: lags[c]["lag_s"] for c in parts},
                              "window_s": res.window_s, "unit": "W (window energy / window length)"}
+    caveats: list[Caveat] = []
     try:
         if p.error is not None:
             raise ValueError(p.error)
         ref_w, cand_w = p.reference_w, p.candidate_w
+        n = int(len(ref_w))
         entry["windows_s"] = p.windows_s.tolist()
-        entry["n_windows"] = int(len(ref_w))
+        entry["n_windows"] = n
+        timing = {c: (res.series[c].interval_s, res.series[c].window_s) for c in [ref_id, *parts]}
+        caveats += window_caveats(res.window_s, timing, n)
+        caveats += sample_size_caveats(n)
         stats = agreement(ref_w, cand_w, method="ols")
         entry.update(stats)
-        entry["calibration"] = calibration_fit(ref_w, cand_w)
-        if entry["calibration"].get("note"):
-            warnings.append(f"calibration of {expr}: {entry['calibration']['note']}")
+        resolution = sum(reading_step(res.series[c].p) for c in parts)
+        cal = calibration_fit(ref_w, cand_w, resolution)
+        entry["calibration"] = cal
+        if cal.get("near_constant"):
+            caveats.append(Caveat("near_constant_candidate",
+                                  f"{expr} is nearly constant ({cal['near_constant']}): no gain can be fitted "
+                                  f"for {ref_id} = a + b x {expr}; only the offset is reported"))
+        caveats += calibration_caveats(cal, ref_id, expr)
+        caveats += bias_caveats(stats, expr)
         entry["pairs"] = {"reference_w": ref_w.tolist(), "candidate_w": cand_w.tolist()}
     except ValueError as exc:
         entry["n_windows"] = int(entry.get("n_windows", 0))
         entry["error"] = str(exc).splitlines()[0]
         entry.update(EMPTY_AGREEMENT)
-        warnings.append(f"agreement {expr} vs {ref_id}: {entry['error']}")
-    return entry
+        caveats.append(Caveat("not_compared", f"agreement {expr} vs {ref_id}: {entry['error']}"))
+    return _with_caveats(entry, caveats)
 
 
 def summarize(data: SessionData, reference: str | None = None, candidates: list[str] | None = None,
@@ -183,27 +217,40 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
     res = result if result is not None else analyse(data, reference, candidates, window_s, max_lag_s)
     series, ref_id = res.series, res.reference
     ref = series[ref_id]
-    warnings = list(data.warnings) + [f"{cid}: fewer than 2 good samples; left out" for cid in res.left_out]
-    warnings += res.warnings
+    ref_info = data.channels[ref_id]
+    ref_caveats = reference_caveats(ref_id, ref_info.source, bool(ref_info.info.get("simulated")))
+    warnings = list(data.warnings) + res.warnings + messages(ref_caveats)
     phases = data.phases()
     meters = _meter_entries(data, series, phases)
+    meter_caveats: dict[str, list[Caveat]] = {cid: [] for cid in meters}
+    meter_caveats[ref_id] += ref_caveats
+    for cid in res.left_out:
+        meter_caveats[cid].append(Caveat("left_out", f"{cid}: fewer than 2 good samples; left out"))
     for cid, m in meters.items():  # a meter that went silent is marked, not smoothed over
         gap, interval = m.get("longest_gap_s") or 0.0, m.get("interval_s") or 0.0
         if gap > max(SILENT_S, 5 * interval):
-            warnings.append(f"{cid} was silent for {gap:.1f} s at a stretch ({m['gaps_s']:.1f} s in all): "
-                            "its energy covers only what it measured")
+            meter_caveats[cid].append(Caveat("silent", f"{cid} was silent for {gap:.1f} s at a stretch "
+                                                       f"({m['gaps_s']:.1f} s in all): its energy covers only "
+                                                       "what it measured"))
     lags = {cid: lag.to_dict() for cid, lag in res.lags.items()}
-    agreement_list = [_agreement_entry(res, p, lags, warnings) for p in res.pairings.values()]
+    agreement_list = [_agreement_entry(res, p, lags) for p in res.pairings.values()]
     # workload, phases, emissions
     wl = data.manifest.get("workload") or {}
+    params = wl.get("parameters") or {}
     run = data.result()
     run_phase = [(a, b) for n, a, b in phases if n == "workload"]
-    ref_workload_j, duration = workload_energy(ref, run_phase[0] if run_phase else None, warnings)
+    energy_notes: list[str] = []
+    ref_workload_j, duration = workload_energy(ref, run_phase[0] if run_phase else None, energy_notes)
+    workload_caveats = [Caveat("reference_gap", m) for m in energy_notes]
     if not run_phase:
         duration = data.duration_s
     accuracy = run.get("accuracy")
-    workload = {"name": wl.get("name"), "parameters": wl.get("parameters", {}), "duration_s": duration,
-                "accuracy": float(accuracy) if accuracy is not None else None,
+    accuracy = float(accuracy) if isinstance(accuracy, (int, float)) and np.isfinite(accuracy) else None
+    acc_test, acc_caveats = accuracy_check(accuracy, run.get("num_classes", params.get("num_classes")),
+                                           run.get("val_samples", params.get("val_size")))
+    workload_caveats += acc_caveats
+    workload = {"name": wl.get("name"), "parameters": params, "duration_s": duration,
+                "accuracy": accuracy, "accuracy_vs_chance": acc_test or None,
                 "images_per_s": run.get("images_per_s"), "returncode": wl.get("returncode"),
                 "energy_j": ref_workload_j,
                 "accuracy_per_kwh": accuracy_per_kwh(accuracy, ref_workload_j) if ref_workload_j else None}
@@ -223,21 +270,33 @@ def summarize(data: SessionData, reference: str | None = None, candidates: list[
         phase_rows.append(row)
     for cid, items in missed.items():
         shown = "; ".join(items[:4]) + (f"; and {len(items) - 4} more" if len(items) > 4 else "")
-        warnings.append(f"{cid} has no energy for {len(items)} phase(s), measured too little of them: {shown}")
+        meter_caveats[cid].append(Caveat("phases_missed", f"{cid} has no energy for {len(items)} phase(s), "
+                                                          f"measured too little of them: {shown}"))
+    for cid, m in meters.items():
+        _with_caveats(m, meter_caveats[cid])
     workload["epochs"] = epoch_table(data, phase_rows, ref_id)
+    _with_caveats(workload, workload_caveats)
     known_energy = ref_workload_j is not None and np.isfinite(ref_workload_j)
     emis = emissions(ref_workload_j if known_energy else 0.0, location, intensity, pue)
     if not known_energy:  # unknown energy has unknown CO2, never 0 g
         emis.update({"energy_j": None, "energy_kwh": None, "co2_g": None})
     emis["energy_from"] = ref_id
+    emis["energy_modelled"] = ref_info.source != "measured"
     # the same run's CO2 elsewhere: the grids of the seed study's spread, and the world average
     emis["by_location"] = [{k: e[k] for k in ("location", "location_name", "intensity_g_per_kwh", "year", "co2_g")}
                            for e in compare_locations(emis["energy_j"], list(COMPARE_LOCATIONS), emis["pue"])
                            ] if known_energy else []
+    _with_caveats(emis, [Caveat("co2_from_model", f"CO2 comes from the MODELLED reference {ref_id}: it is an "
+                                                  "estimate's estimate, not a measurement")]
+                  if emis["energy_modelled"] and known_energy else [])
+    for entry in (*meters.values(), *agreement_list, workload, emis):
+        warnings += [w for w in entry["warnings"] if w not in warnings]
     rec = data.manifest.get("recorder") or {}
     return {
         "session": str(data.path), "status": data.status, "duration_s": data.duration_s,
-        "reference": ref_id, "meters": meters, "lags": lags, "workload": workload, "phases": phase_rows,
+        "reference": ref_id, "reference_source": ref_info.source,
+        "reference_modelled": ref_info.source != "measured", "reference_simulated": bool(ref_info.info.get("simulated")),
+        "meters": meters, "lags": lags, "workload": workload, "phases": phase_rows,
         "agreement": agreement_list, "emissions": emis,
         "recorder": {"cpu_fraction_of_core": rec.get("cpu_fraction_of_core"), "cpu_s": rec.get("cpu_s")},
         "warnings": warnings,

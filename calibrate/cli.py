@@ -61,6 +61,64 @@ def plan_from_args(args: argparse.Namespace, meters: Sequence[str], workload: st
                      location=args.location, intensity=args.intensity, pue=args.pue)
 
 
+def _port(value: str) -> int:
+    """A --live PORT: 0..65535 (0: any free port)."""
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PORT must be a number 0..65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"PORT must be 0..65535, got {port}")
+    return port
+
+
+def _add_progress_opts(p: argparse.ArgumentParser) -> None:
+    """How a recording shows itself: -q, --plain, --show-output, --live [PORT]."""
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress at all (notes and problems still shown)")
+    p.add_argument("--plain", action="store_true",
+                   help="one plain progress line a second on stderr (the default when stderr is not a terminal)")
+    p.add_argument("--show-output", action="store_true",
+                   help="show the workload's output on stderr as it runs (it is still written to workload.log)")
+    p.add_argument("--live", nargs="?", const=0, type=_port, metavar="PORT",
+                   help="serve a live page plotting every channel at http://127.0.0.1:PORT/ "
+                        "(local only; no PORT or 0: a free port, printed)")
+
+
+def run_plan(args: argparse.Namespace, plan: BenchPlan) -> int:
+    """Run ``plan`` with the progress a command line asks for (-q, --plain, --show-output,
+    --live); the exit code."""
+    from calibrate.console import live_capable
+
+    mode = "quiet" if args.quiet else "plain" if args.plain else "auto"
+    feed = None
+    server = None
+    if args.live is not None or mode == "auto":
+        from rich.console import Console
+
+        if args.live is not None or live_capable(Console(stderr=True)):
+            from calibrate.live_feed import LiveFeed
+
+            feed = LiveFeed()
+    if args.live is not None:
+        from calibrate.live_web import LiveServer
+
+        assert feed is not None
+        server = LiveServer(feed, args.live)
+        try:
+            server.start()  # bound before anything is recorded: a port in use is exit 2
+        except OSError as exc:
+            raise UsageError(f"--live {args.live}: cannot listen on 127.0.0.1:{args.live} "
+                             f"({exc.strerror or exc})") from None
+    reporter = ConsoleReporter(mode=mode, show_output=args.show_output, feed=feed,
+                               live_url=server.url if server else None)
+    try:
+        result = run_bench(plan, reporter, feed=feed)
+    finally:
+        if server is not None:
+            server.stop()
+    return print_result(result)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     command = list(args.command or [])
     if command and command[0] == "--":
@@ -68,7 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.meter:
         raise UsageError("give at least one --meter (e.g. --meter sim:wattsup --meter cpu-model); see `calibrate meters`")
     plan = plan_from_args(args, args.meter, args.workload, _workload_params(args), command)
-    return print_result(run_bench(plan, ConsoleReporter(quiet=args.quiet)))
+    return run_plan(args, plan)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from calibrate.watch import watch
+
+    return watch(args.uri, seconds=args.seconds, mode="plain" if args.plain else "auto")
 
 
 
@@ -127,7 +191,16 @@ def cmd_agree(args: argparse.Namespace) -> int:
         result = agreement(ref, cand, method=args.method, subjects=subjects, deming_ratio=args.ratio)
     except ValueError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
-    result = {"reference": args.reference, "candidate": args.candidate, **result}
+    from analysis.caveats import bias_caveats, messages, sample_size_caveats
+
+    caveats = (sample_size_caveats(int(result["n"]), what="complete pairs", hint="more pairs are needed")
+               + bias_caveats(result, args.candidate, unit=""))
+    if result.get("dropped"):
+        caveats_text = [f"{result['dropped']} pair(s) dropped for NaN/inf"]
+    else:
+        caveats_text = []
+    result = {"reference": args.reference, "candidate": args.candidate, **result,
+              "warnings": caveats_text + messages(caveats)}
     if args.json:
         print(json.dumps(result, indent=2, default=float))
         return 0
@@ -217,7 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
              if plan.params.get(k)}
     say(f"  vs software meters on this machine ({', '.join(plan.meters[1:])}); workload {plan.workload} "
         + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    return print_result(run_bench(plan, ConsoleReporter(quiet=args.quiet)))
+    return run_plan(args, plan)
 
 
 # --------------------------------------------------------------------------- parser
@@ -254,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how near idle counts as cooled down (default 0.05)")
     r.add_argument("--out", metavar="DIR", help="session folder (default: a new one under sessions/)")
     r.add_argument("--no-report", action="store_true", help="record only")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_progress_opts(r)
     _add_analysis_opts(r)
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: any command as the workload")
     r.set_defaults(func=cmd_run)
@@ -293,9 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workload", default=None, help="demo load (default vgg16 if torch is installed, else square)")
     d.add_argument("--out", metavar="DIR")
     d.add_argument("--baseline", type=float, default=10.0, metavar="S")
-    d.add_argument("-q", "--quiet", action="store_true")
+    _add_progress_opts(d)
     d.set_defaults(func=cmd_demo, no_report=False, param=None, command=None)
     _add_analysis_opts(d)
+
+    w = sub.add_parser("watch", help="show what meters read, live, recording nothing")
+    w.add_argument("uri", nargs="+", metavar="URI", help="meter URI (as for --meter)")
+    w.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    w.add_argument("--plain", action="store_true",
+                   help="one plain line a second (the default when stdout is not a terminal)")
+    w.set_defaults(func=cmd_watch)
 
     from calibrate.analysis_cli import add_analysis_commands
     from calibrate.campaign import add_campaign_command

@@ -135,7 +135,7 @@ def test_summary_markdown_escapes_names_and_free_text():
     plain = summary_markdown(_summary("wall"))
     assert plain.splitlines()[0] == "# sessions/wall"
     assert "| wall | measured | 10.0 | 2.50 | 3 | 0 |" in plain
-    assert "\nrapl: lag 0.5 s, bias -1.00 W, LoA [-2.00, 0.00] W over 4 windows" in plain
+    assert "\nrapl: lag 0.50 s, bias -1.00 W, LoA [-2.00, 0.00 W] over 4 windows\n" in plain
     assert "\nwall: not compared (no windows)" in plain
 
 
@@ -148,7 +148,7 @@ def test_agreement_markdown_escapes_names():
     assert all(_cells(r) == 3 for r in md.splitlines() if r.startswith("|"))
     plain = agreement_markdown({"candidate": "rapl", "reference": "wall", "regression": {"method": "ols"},
                                 "bland_altman": {"n": 5}, "ccc": {}})
-    assert plain.startswith("rapl vs wall (difference") and "| ols slope |" in plain
+    assert plain.startswith("rapl vs wall (difference") and "| ols slope (candidate on reference) |" in plain
 
 
 def test_summary_text_prints_no_escapes():
@@ -222,8 +222,9 @@ def _emitter(tmp_path: Path) -> Path:
 
 def test_session_with_mathtext_names_reports(tmp_path):
     out = tmp_path / "s"
+    # both meters are modelled: one is the reference only when named
     r = run_cli("run", "--meter", "cpu-model?name=$x^2$", "--meter", "cpu-model?name=b$\\frac$", "--baseline", "1",
-                "--out", str(out), "--", sys.executable, str(_emitter(tmp_path)), timeout=120)
+                "--reference", "$x^2$", "--out", str(out), "--", sys.executable, str(_emitter(tmp_path)), timeout=120)
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").exists(), r.stderr
     page = (out / "report.html").read_text()

@@ -11,25 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis import plots
 from analysis.agreement import agreement
 from analysis.calibration import fit_calibration
+from analysis.intervals import MIN_RUNS, mean_ci
 from analysis.regression import ols
 from analysis.session_format import json_safe, write_text_atomic
-
-
-def mean_ci(values: list[float], alpha: float = 0.05) -> dict[str, Any]:
-    """Mean with a t confidence interval (None when fewer than 2 values)."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    if v.size == 0:
-        return {"mean": None, "ci": [None, None], "sd": None, "n": 0}
-    if v.size == 1:
-        return {"mean": float(v[0]), "ci": [None, None], "sd": None, "n": 1}
-    m, sd = float(v.mean()), float(v.std(ddof=1))
-    h = float(stats.t.ppf(1 - alpha / 2, v.size - 1)) * sd / np.sqrt(v.size)
-    return {"mean": m, "ci": [m - h, m + h], "sd": sd, "n": int(v.size)}
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -43,12 +31,17 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     df = pd.DataFrame(runs)
     per_workload = []
     for name, g in df.groupby("workload", sort=True):
-        per_workload.append({"workload": name, "runs": int(len(g)),
-                             "energy_j": mean_ci(g["energy_j"].tolist()),
-                             "duration_s": mean_ci(g["duration_s"].tolist()),
-                             "accuracy": mean_ci(g["accuracy"].dropna().tolist()),
-                             "accuracy_per_kwh": mean_ci(g["accuracy_per_kwh"].dropna().tolist()),
-                             "co2_g": mean_ci(g["co2_g"].tolist())})
+        # energies, times and CO2 are > 0: their CIs on the log scale cannot go below zero
+        cis = {"energy_j": mean_ci(g["energy_j"].tolist(), what=f"{name} energy"),
+               "duration_s": mean_ci(g["duration_s"].tolist(), what=f"{name} duration"),
+               "accuracy": mean_ci(g["accuracy"].dropna().tolist(), what=f"{name} accuracy", positive=False),
+               "accuracy_per_kwh": mean_ci(g["accuracy_per_kwh"].dropna().tolist(), what=f"{name} accuracy per kWh"),
+               "co2_g": mean_ci(g["co2_g"].tolist(), what=f"{name} CO2")}
+        group_warnings = ([f"{name}: only {len(g)} run(s); CIs need at least {MIN_RUNS} (indicative only)"]
+                          if len(g) < MIN_RUNS else [])
+        group_warnings += [w for r in cis.values() if r.n >= MIN_RUNS for w in r.warnings]
+        per_workload.append({"workload": name, "runs": int(len(g)), **{k: r.to_dict() for k, r in cis.items()},
+                             "warnings": group_warnings})
     # pooled agreement per candidate, runs as subjects
     pooled: dict[str, dict[str, list]] = {}
     for s in summaries:

@@ -29,6 +29,7 @@ __all__ = ["ALPHA", "MIN_WINDOWS", "NEAR_CONSTANT_CV", "Caveat", "accuracy_check
 ALPHA = 0.05  # significance level of the tests behind the caveats
 MIN_WINDOWS = 10  # fewer window pairs: agreement figures and their CIs are indicative only
 NEAR_CONSTANT_CV = 0.01  # a candidate whose window powers vary by less (SD / |mean|) has no usable gain
+MATERIAL_SLOPE = 0.01  # a proportional bias under 1% of the level (W per W) is significant but immaterial
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,13 @@ def calibration_caveats(cal: dict[str, Any], ref_id: str, cand: str) -> list[Cav
 
 
 def bias_caveats(stats_dict: dict[str, Any], cand: str, alpha: float = ALPHA, unit: str = "W") -> list[Caveat]:
-    """A proportional bias (the difference changes with the level, p < ``alpha``) makes one
-    bias and one pair of limits misdescribe the agreement."""
+    """A proportional bias (the difference changes with the level, p < ``alpha``, by at least
+    :data:`MATERIAL_SLOPE` per unit of level) makes one bias and one pair of limits
+    misdescribe the agreement."""
     ba = stats_dict.get("bland_altman") or {}
     prop = ba.get("proportional_bias") or {}
     p, slope = prop.get("p_value"), prop.get("slope")
-    if p is None or slope is None or not p < alpha:
+    if p is None or slope is None or not p < alpha or abs(slope) < MATERIAL_SLOPE:
         return []
     ratio = ba.get("ratio") or {}
     gmr = ratio.get("gmr")

@@ -401,7 +401,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--modelled", action="append", metavar="NAME",
                     help="label trace NAME as modelled (an estimate), not measured; repeatable")
     im.add_argument("--reference", metavar="NAME", help="the reference trace (e.g. the wall meter)")
-    im.add_argument("--out", required=True, metavar="DIR")
+    im.add_argument("--out", required=True, metavar="DIR", help="the new session folder to write (must not exist or be empty)")
     im.add_argument("--time-col", default="timestamp", help="time column, Unix s (default timestamp)")
     im.add_argument("--power-col", default="power_w",
                     help="power column, W, of every trace without its own :POWERCOL (default power_w)")
@@ -411,26 +411,26 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     im.set_defaults(func=cmd_import)
 
     f = sub.add_parser("fit", help="fit wall = a + b x software over sessions (cross-validated)")
-    f.add_argument("sessions", nargs="+", metavar="SESSION")
-    f.add_argument("--reference", metavar="CHANNEL")
+    f.add_argument("sessions", nargs="+", metavar="SESSION", help="session folders to fit on (one fold each for cross-validation)")
+    f.add_argument("--reference", metavar="CHANNEL", help="reference channel (default: each session's)")
     f.add_argument("--candidate", required=True, metavar="EXPR", help="channel or sum, e.g. rapl.package-0+nvml.0")
-    f.add_argument("--window", type=float, metavar="S")
+    f.add_argument("--window", type=float, metavar="S", help="comparison window (s; default from the slowest meter)")
     f.add_argument("--per-component", action="store_true",
                    help="a gain per channel of a sum a+b (default: one gain on the sum, as report does); "
                         "prints the channels' collinearity")
-    f.add_argument("-o", "--output", default="model.json", metavar="MODEL.json")
+    f.add_argument("-o", "--output", default="model.json", metavar="MODEL.json", help="where to write the model (default model.json)")
     f.set_defaults(func=cmd_fit)
 
     c = sub.add_parser("correct", help="apply a calibration model to a session, with prediction intervals")
-    c.add_argument("session", metavar="SESSION")
-    c.add_argument("--model", required=True, metavar="MODEL.json")
-    c.add_argument("--window", type=float, metavar="S")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("session", metavar="SESSION", help="session folder to correct")
+    c.add_argument("--model", required=True, metavar="MODEL.json", help="a model written by `calibrate fit`")
+    c.add_argument("--window", type=float, metavar="S", help="window for the per-window check (s; default the model's)")
+    c.add_argument("--json", action="store_true", help="print the corrections as JSON")
     c.set_defaults(func=cmd_correct)
 
     ch = sub.add_parser("characterize", help="each meter's update period, averaging window, delay, rise time")
-    ch.add_argument("session", metavar="SESSION")
-    ch.add_argument("--json", action="store_true")
+    ch.add_argument("session", metavar="SESSION", help="session folder (best: one with a step or square load)")
+    ch.add_argument("--json", action="store_true", help="print the characterisation as JSON")
     ch.set_defaults(func=cmd_characterize)
 
     cm = sub.add_parser("compare", help="compare several sessions (a campaign)")

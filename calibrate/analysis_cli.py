@@ -424,7 +424,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("correct", help="apply a calibration model to a session, with prediction intervals")
     c.add_argument("session", metavar="SESSION", help="session folder to correct")
     c.add_argument("--model", required=True, metavar="MODEL.json", help="a model written by `calibrate fit`")
-    c.add_argument("--window", type=float, metavar="S", help="window for the per-window check (s; default the model's)")
+    c.add_argument("--window", type=float, metavar="S", help="window of the corrected windows (s; default the model's window)")
     c.add_argument("--json", action="store_true", help="print the corrections as JSON")
     c.set_defaults(func=cmd_correct)
 

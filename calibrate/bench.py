@@ -25,7 +25,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,17 +33,27 @@ from typing import TYPE_CHECKING, Any
 from calibrate.errors import UsageError
 from calibrate.recorder import LiveMeter
 from calibrate.session import Session
-from calibrate.workload_process import WorkloadRun, run_workload
+from calibrate.workload_process import (
+    WorkloadProgress,
+    WorkloadRun,
+    run_workload,
+    workload_progress,
+)
 from drivers.base import Meter
 from workloads.registry import PreparedWorkload
 
 if TYPE_CHECKING:  # analysis (pandas, matplotlib) is imported when a report is made
     from analysis.report import ReportOptions
+    from calibrate.live_feed import LiveFeed
 
 GRACE_S = 15.0  # a built-in workload given a duration gets this long past it to finish
 FIRST_READING_MIN_S = 5.0  # pre-flight: every meter's first reading within max(this, 3 intervals + 2 s)
 TRAIL_MAX_S = 30.0  # after the last phase, wait at most this long for every meter's next reading
 MAX_PHASE_S = 86_400.0  # a baseline or cool-down longer than a day is a typo
+TICK_S = 1.0  # progress ticks this often (s), and at the start of every phase
+
+#: a progress tick of the bench's own phases: (phase, seconds left or None, left is an upper bound)
+Ticker = Callable[[str, float | None, bool], None]
 
 
 @dataclass
@@ -130,11 +140,18 @@ class BenchPlan:
 
 @dataclass(frozen=True)
 class BenchProgress:
-    """A progress tick: seconds since recording began, the workload's phase, every meter."""
+    """A progress tick: seconds since recording began, the bench's phase (``pre-flight``,
+    ``baseline-before``, ``workload``, ``cooldown``, ``baseline-after``), every meter, and
+    where known the seconds left in the phase, the workload's progress and the recorder's
+    recent CPU (a fraction of one core)."""
 
     elapsed_s: float
     phase: str | None
     meters: list[LiveMeter]
+    left_s: float | None = None  # seconds left in this phase (None: not known)
+    left_is_max: bool = False  # left_s is an upper bound (a cool-down ends once idle is back)
+    workload: WorkloadProgress | None = None  # while the workload runs
+    recorder_cpu: float | None = None  # the recorder's CPU over the last seconds (fraction of a core)
 
 
 @dataclass
@@ -155,16 +172,29 @@ class BenchResult:
 
 
 class BenchReporter:
-    """Receives what happens during a bench run; the default says nothing."""
+    """Receives what happens during a bench run; the default says nothing.
+
+    ``show_output`` True: the workload's output (stdout and stderr, also written to
+    ``workload.log``) reaches :meth:`workload_output` line by line.
+    """
+
+    show_output: bool = False
 
     def started(self, path: Path, notes: list[str], workload: PreparedWorkload, n_meters: int) -> None:
         """Recording began into ``path``; ``notes`` are what the user should know of the meters."""
 
     def progress(self, tick: BenchProgress) -> None:
-        """About once a second while the workload runs."""
+        """About once a second from the pre-flight to the last baseline, and as each phase begins."""
 
     def problem(self, message: str) -> None:
         """Something went wrong that does not stop the session (one line)."""
+
+    def workload_output(self, line: str) -> None:
+        """One line of the workload's output (with ``show_output``); called from a reader
+        thread, and must not block (drop rather than wait)."""
+
+    def finished(self, status: str) -> None:
+        """Recording ended with ``status`` (before the report is made): stop any live display."""
 
 
 def check_runnable(workload: PreparedWorkload) -> None:
@@ -193,17 +223,22 @@ def first_reading_s(meter: Meter) -> float:
     return max(FIRST_READING_MIN_S, 3 * meter.interval_s + 2.0)
 
 
-def wait_for_first_readings(session: Session, stop: threading.Event) -> list[str]:
+def wait_for_first_readings(session: Session, stop: threading.Event, tick: Ticker | None = None) -> list[str]:
     """Wait until every meter has given a good reading; the names of those that did not
-    within :func:`first_reading_s` (empty when all did)."""
+    within :func:`first_reading_s` (empty when all did).  ``tick`` hears ``pre-flight``
+    with the seconds left at most, once a second while it waits."""
     assert session.recorder is not None
     limits = {m.name: first_reading_s(m) for m in session.meters}
     t0 = time.monotonic()
+    last_tick = None
     while True:
         missing = [n for n, t in session.recorder.last_reading_ns().items() if not t]
         waited = time.monotonic() - t0
         if not missing or stop.is_set() or all(waited > limits[n] for n in missing):
             return missing
+        if tick is not None and (last_tick is None or waited - last_tick >= TICK_S):
+            tick("pre-flight", max(limits[n] for n in missing) - waited, True)
+            last_tick = waited
         stop.wait(0.02)
 
 
@@ -262,15 +297,21 @@ def reference_power(session: Session, reference: str | None) -> float | None:
 
 
 def sampled_idle(session: Session, name: str, seconds: float, stop: threading.Event,
-                 reference: str | None) -> float | None:
+                 reference: str | None, tick: Ticker | None = None) -> float | None:
     """An idle phase of ``seconds`` s; returns the reference's mean power over its settled
-    second half (W), or None without a reference value."""
+    second half (W), or None without a reference value.  ``tick`` hears the phase and the
+    seconds left as it begins and about once a second."""
     if seconds <= 0:
         return None
     values: list[float] = []
     with session.window(name):
         end = time.monotonic() + seconds
+        next_tick = time.monotonic()
         while not stop.is_set() and time.monotonic() < end:
+            now = time.monotonic()
+            if tick is not None and now >= next_tick:
+                tick(name, max(0.0, end - now), False)
+                next_tick = now + TICK_S
             stop.wait(min(0.5, max(0.0, end - time.monotonic())))
             p = reference_power(session, reference)
             if p is not None:
@@ -280,16 +321,22 @@ def sampled_idle(session: Session, name: str, seconds: float, stop: threading.Ev
 
 
 def cooldown(session: Session, idle_w: float | None, tolerance: float, max_s: float,
-             stop: threading.Event, reference: str | None) -> dict[str, Any]:
+             stop: threading.Event, reference: str | None, tick: Ticker | None = None) -> dict[str, Any]:
     """Wait (at most ``max_s`` s) until the reference power is back within ``tolerance``
-    (a fraction) of ``idle_w`` (W) for three reads in a row."""
+    (a fraction) of ``idle_w`` (W) for three reads in a row.  ``tick`` hears ``cooldown``
+    and the seconds left at most, as it begins and about once a second."""
     if max_s <= 0 or idle_w is None:
         return {"skipped": True}
     session.begin("cooldown", idle_w=idle_w, tolerance=tolerance)
     t0 = time.monotonic()
     settled = 0
     reached = False
+    next_tick = t0
     while not stop.is_set() and time.monotonic() - t0 < max_s:
+        now = time.monotonic()
+        if tick is not None and now >= next_tick:
+            tick("cooldown", max(0.0, max_s - (now - t0)), True)
+            next_tick = now + TICK_S
         stop.wait(0.5)
         p = reference_power(session, reference)
         settled = settled + 1 if p is not None and abs(p - idle_w) <= tolerance * idle_w else 0
@@ -301,14 +348,14 @@ def cooldown(session: Session, idle_w: float | None, tolerance: float, max_s: fl
     return {"reached": reached, "waited_s": waited, "idle_w": idle_w}
 
 
-class _StopOnSignal:
+class StopOnSignal:
     """SIGINT/SIGTERM set ``stop`` while the run lasts (main thread only; restored after)."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.saved: list[tuple[int, Any]] = []
 
-    def __enter__(self) -> _StopOnSignal:
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved.append((sig, signal.signal(sig, lambda *_: self.stop.set())))
@@ -320,12 +367,14 @@ class _StopOnSignal:
 
 
 def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
-              stop: threading.Event | None = None) -> BenchResult:
+              stop: threading.Event | None = None, feed: LiveFeed | None = None) -> BenchResult:
     """Run one bench session (see the module doc); returns where it is and how it ended.
 
     ``stop`` ends the run early (status ``interrupted``), as SIGINT/SIGTERM do when called
     from the main thread.  Raises UsageError / MeterConfigError for a plan that cannot
     run, before anything is recorded; a failed report is kept in ``result.report_error``.
+    ``feed`` (a :class:`~calibrate.live_feed.LiveFeed`) hears every reading, fault row and
+    progress tick, for a live view; the CPU its consumers report counts as recorder overhead.
     """
     reporter = reporter or BenchReporter()
     stop = stop or threading.Event()
@@ -347,38 +396,70 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
         session.start()
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
-    # after open: some notes (no energy counter, modelled components) come from the device
-    reporter.started(session.path, meter_notes(meters), workload, len(meters))
-    t_start = time.monotonic()
     assert session.recorder is not None
     recorder = session.recorder
+    notes = meter_notes(meters)  # after open: some (no energy counter, modelled parts) come from the device
+    if feed is not None:
+        feed.set_origin(session.start_ns)
+        feed.add_notes(notes)
+        feed.title = f"{workload.name}: {session.path.name}"
+        recorder.add_listener(feed)
+        for st in list(recorder.states.values()):  # what was read before the feed was attached
+            last, t_ns = dict(st.last), st.last_ok_ns
+            if last and t_ns:
+                feed.on_reading(st.meter.name, t_ns, last)
+    reporter.started(session.path, notes, workload, len(meters))
+    t_start = time.monotonic()
 
-    def tick(run: WorkloadRun) -> None:
-        reporter.progress(BenchProgress(time.monotonic() - t_start, run.phase, recorder.live()))
+    def progress(phase: str, left_s: float | None, left_is_max: bool = False,
+                 wl: WorkloadProgress | None = None) -> None:
+        if feed is not None:
+            for label, cpu_s in feed.consumer_cpu().items():  # the live view is overhead too
+                recorder.account_cpu(label, cpu_s)
+        tick = BenchProgress(time.monotonic() - t_start, phase, recorder.live(), left_s=left_s,
+                             left_is_max=left_is_max, workload=wl, recorder_cpu=recorder.cpu_recent())
+        if feed is not None:
+            feed.update(tick)
+        try:
+            reporter.progress(tick)
+        except Exception as exc:  # a display that fails must not stop the recording
+            if not progress_failed:
+                progress_failed.append(exc)
+                reporter.problem(f"progress display failed: {type(exc).__name__}: {exc}")
+
+    progress_failed: list[BaseException] = []
+
+    duration = workload.params.get("duration_s")
+
+    def workload_tick(run: WorkloadRun) -> None:
+        wl = workload_progress(run, workload.params)
+        left = max(0.0, duration - wl.elapsed_s) if duration and wl.elapsed_s is not None else None
+        progress("workload", left, False, wl)
 
     status = "complete"
     run = None
-    with _StopOnSignal(stop):
-        silent = wait_for_first_readings(session, stop)  # warmed up before any phase begins
-        if silent and not stop.is_set():
-            waited = max(first_reading_s(m) for m in meters if m.name in silent)
-            session.mark("preflight_failed", meters=silent, waited_s=waited)
-            session.failure = f"pre-flight: no reading from {', '.join(silent)} within {waited:.0f} s"
-            session.stop("failed")
-            raise UsageError(f"{', '.join(silent)} gave no reading within {waited:.0f} s: check the port, "
-                             "protocol and baud (`calibrate meters --probe PORT`); nothing was run "
-                             f"(what was recorded is in {session.path})")
+    with StopOnSignal(stop):
         try:
-            idle_w = sampled_idle(session, "baseline-before", plan.baseline_s, stop, ref)
+            silent = wait_for_first_readings(session, stop, progress)  # warmed up before any phase begins
+            if silent and not stop.is_set():
+                waited = max(first_reading_s(m) for m in meters if m.name in silent)
+                session.mark("preflight_failed", meters=silent, waited_s=waited)
+                session.failure = f"pre-flight: no reading from {', '.join(silent)} within {waited:.0f} s"
+                session.stop("failed")
+                raise UsageError(f"{', '.join(silent)} gave no reading within {waited:.0f} s: check the port, "
+                                 "protocol and baud (`calibrate meters --probe PORT`); nothing was run "
+                                 f"(what was recorded is in {session.path})")
+            idle_w = sampled_idle(session, "baseline-before", plan.baseline_s, stop, ref, progress)
             if not stop.is_set():
-                duration = workload.params.get("duration_s")
                 # an external command is stopped at the duration; a built-in workload keeps its
                 # own clock (it starts after the interpreter) and gets a grace to finish evaluating
                 stop_after = (duration if workload.name == "command" else duration + GRACE_S) if duration else None
-                run = run_workload(session, workload.argv, session.path / "workload.log", stop, tick,
-                                   phase_name="workload", stop_after_s=stop_after)
-            cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref)
-            sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref)
+                run = run_workload(session, workload.argv, session.path / "workload.log", stop, workload_tick,
+                                   phase_name="workload", stop_after_s=stop_after,
+                                   output=reporter.workload_output if reporter.show_output else None)
+            cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref, progress)
+            sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref,
+                         progress)
             wait_past(session, time.monotonic_ns(), stop)  # every meter's last reading covers the end
             if session.failure:
                 status = "failed"
@@ -398,7 +479,18 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
                                          "result": run.result})
                 recorder.account_cpu("workload-events", run.pump_cpu_s)  # the pump and the process
                 recorder.account_cpu("workload-watch", run.watch_cpu_s)  # watch count as overhead
+                if run.output_cpu_s:
+                    recorder.account_cpu("workload-output", run.output_cpu_s)
+            if feed is not None:
+                for label, cpu_s in feed.consumer_cpu().items():
+                    recorder.account_cpu(label, cpu_s)
             session.stop(status)
+            if feed is not None:
+                feed.finish(session.status)
+            try:
+                reporter.finished(session.status)
+            except Exception:  # a display that fails to close must not lose the session
+                pass
     result = BenchResult(session.path, session.status, workload, run, failure=session.failure)
     if plan.analyse and not session.failure:
         from analysis.report import write_report

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from analysis.session_format import SEGMENT_BREAKS, TRACE_DIR, EventWriter, TraceWriter, trace_path
 from calibrate.clock import midpoint
@@ -40,6 +40,37 @@ MAX_LOGGED_FAULTS = 20  # per meter and code; later ones are only counted
 FAULT_ROWS_PER_S = 10.0  # fault rows a meter may write a second (a burst of as many); the rest are counted
 PUSH_FAULT_BACKOFF_S = 0.02  # a push meter whose read failed is read again after this long, not at once
 STALL_S = 0.25  # a shared meter whose poll or reopen takes longer gets a thread of its own
+CPU_RECENT_S = 5.0  # the recorder's "current" CPU is its rate over about this long (s)
+
+
+class ReadingListener(Protocol):
+    """Hears every good reading and every fault row a polling thread writes (a live view).
+
+    Called on the polling threads: it must be quick, bounded and never block.
+    """
+
+    def on_reading(self, meter: str, t_ns: int, values: dict[str, dict[str, float]]) -> None: ...
+
+    def on_fault(self, meter: str, t_ns: int, code: str, channels: list[str]) -> None: ...
+
+
+class DiscardEvents:
+    """An events sink that keeps nothing (``calibrate watch``: live readings, no session)."""
+
+    def write(self, event: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _DiscardTrace:
+    """A trace writer that keeps nothing (a recorder with no folder)."""
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    write_fault = flush = close = write
 
 
 @dataclass
@@ -59,6 +90,7 @@ class MeterState:
     suppressed_since_ns: int = 0
     suppressed_total: Counter = field(default_factory=Counter)
     last_ok_ns: int = 0  # stamp of the last good reading (ns)
+    last_fault: str | None = None  # code of the last poll's fault, None once a poll succeeds
     next_ns: int = 0
     reopen_ns: int = 0
 
@@ -74,6 +106,8 @@ class LiveMeter:
     faults: int
     silent_s: float | None  # seconds since its last good reading (None: none yet)
     interval_s: float  # its poll interval (s)
+    last_fault: str | None = None  # the fault code of its last poll (None: the last poll was good)
+    channels: tuple[str, ...] = ()  # the channels it records (shown even while they have no value)
 
     @property
     def silent(self) -> bool:
@@ -82,16 +116,20 @@ class LiveMeter:
 
 
 class Recorder:
-    """Records ``meters`` into ``out_dir/traces``; events go through :meth:`event`."""
+    """Records ``meters`` into ``out_dir/traces``; events go to ``events``.
 
-    def __init__(self, meters: list[Meter], out_dir: Path, events: EventWriter,
+    ``out_dir`` None records nothing (pass :class:`DiscardEvents`): the same polling, faults
+    and reconnects for a live display only (``calibrate watch``).
+    """
+
+    def __init__(self, meters: list[Meter], out_dir: Path | None, events: EventWriter | DiscardEvents,
                  clock: Callable[[], int] = time.monotonic_ns,
                  on_write_error: Callable[[OSError], None] | None = None) -> None:
         self.check_names(meters)
         self.meters = meters
         #: called once (from a polling thread) when a trace cannot be written (a full disk)
         self.on_write_error = on_write_error
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.events = events
         self.clock = clock
         self.states: dict[str, MeterState] = {}
@@ -100,6 +138,10 @@ class Recorder:
         self._thread_cpu: dict[str, float] = {}  # polling thread -> its CPU time (s)
         self._started_ns = 0
         self._stopped_ns = 0
+        self._listeners: list[ReadingListener] = []
+        self._unopened: set[str] = set()  # meters that start disconnected (open_available)
+        self._cpu_marks: list[tuple[int, float]] = []  # (clock ns, CPU s) for cpu_recent
+        self._cpu_lock = threading.Lock()
 
     @staticmethod
     def check_names(meters: list[Meter]) -> None:
@@ -125,11 +167,39 @@ class Recorder:
                     pass
             raise
 
+    def open_available(self) -> dict[str, Exception]:
+        """Open every meter that opens; those that do not start disconnected (reopened every
+        RECONNECT_EVERY_S once started) and are returned with why.  A configuration error
+        (MeterConfigError) closes those already open and is raised: it will not get better."""
+        failed: dict[str, Exception] = {}
+        for m in self.meters:
+            try:
+                m.open()
+            except MeterConfigError:
+                for other in self.meters:
+                    if other is not m and other.name not in failed:
+                        try:
+                            other.release()
+                        except Exception:
+                            pass
+                raise
+            except Exception as exc:
+                failed[m.name] = exc
+        self._unopened = set(failed)
+        return failed
+
+    def add_listener(self, listener: ReadingListener) -> None:
+        """Tell ``listener`` of every reading and fault row from now on (see ReadingListener)."""
+        self._listeners.append(listener)
+
     def start(self) -> None:
         """Open files and start the threads (meters must be open: see :meth:`open_all`)."""
-        (self.out_dir / TRACE_DIR).mkdir(parents=True, exist_ok=True)
+        if self.out_dir is not None:
+            (self.out_dir / TRACE_DIR).mkdir(parents=True, exist_ok=True)
         for m in self.meters:
             st = MeterState(m)
+            if m.name in self._unopened:
+                st.connected = False  # reopened by its polling thread at once, then every 0.5 s
             for ch in m.channels:
                 self._writer(st, ch)
             self.states[m.name] = st
@@ -172,9 +242,33 @@ class Recorder:
                 w.close()
 
     # -- figures ----------------------------------------------------------------------
+    @property
+    def started_ns(self) -> int:
+        """When the polling began (ns on the session clock; 0 before :meth:`start`)."""
+        return self._started_ns
+
     def cpu_seconds(self) -> float:
         """CPU time spent in the polling threads so far, wake-ups and flushes included (s)."""
-        return sum(self._thread_cpu.values())
+        return sum(list(self._thread_cpu.values()))
+
+    def cpu_recent(self) -> float | None:
+        """The recorder's CPU over about the last CPU_RECENT_S, as a fraction of one core
+        (since the start until that long has passed); None before a first measurement.
+        The polling threads update their totals at each wake-up, so a slow meter's share
+        lags by up to one of its intervals."""
+        now, cpu = self.clock(), self.cpu_seconds()
+        with self._cpu_lock:
+            marks = self._cpu_marks
+            if not marks and self._started_ns:
+                marks.append((self._started_ns, 0.0))
+            marks.append((now, cpu))
+            horizon = now - int(CPU_RECENT_S * 1e9)
+            while len(marks) > 2 and marks[1][0] <= horizon:
+                del marks[0]  # keep one mark at or before the horizon
+            t0, c0 = marks[0]
+        if now - t0 < 1e9:  # under a second: thread start-up, not a rate
+            return None
+        return max(0.0, (cpu - c0) / ((now - t0) / 1e9))
 
     def account_cpu(self, label: str, cpu_s: float) -> None:
         """Count CPU time (s) that bench threads outside the recorder spent on the session
@@ -212,8 +306,9 @@ class Recorder:
         now = self.clock()
         return [LiveMeter(st.meter.name, st.connected, {c: dict(v) for c, v in st.last.items()},
                           st.samples, sum(st.faults.values()),
-                          (now - st.last_ok_ns) / 1e9 if st.last_ok_ns else None, st.meter.interval_s)
-                for st in self.states.values()]
+                          (now - st.last_ok_ns) / 1e9 if st.last_ok_ns else None, st.meter.interval_s,
+                          last_fault=st.last_fault, channels=tuple(st.writers))
+                for st in list(self.states.values())]
 
     def last_reading_ns(self) -> dict[str, int]:
         """Per meter: the session-clock time (ns) of its last good reading (0: none yet)."""
@@ -223,14 +318,33 @@ class Recorder:
     def _writer(self, st: MeterState, ch: Channel) -> TraceWriter:
         w = st.writers.get(ch.id)
         if w is None:
-            w = st.writers[ch.id] = TraceWriter(trace_path(self.out_dir, ch.id), tuple(ch.quantities),
-                                                on_error=self.on_write_error)
+            if self.out_dir is None:
+                w = st.writers[ch.id] = _DiscardTrace()  # type: ignore[assignment]
+            else:
+                w = st.writers[ch.id] = TraceWriter(trace_path(self.out_dir, ch.id), tuple(ch.quantities),
+                                                    on_error=self.on_write_error)
         return w
+
+    def _tell(self, method: str, *args: Any) -> None:
+        """Pass a reading or fault to the listeners; one that raises is dropped (the recording
+        goes on, and the events file says so once)."""
+        for listener in list(self._listeners):
+            try:
+                getattr(listener, method)(*args)
+            except Exception as exc:
+                try:
+                    self._listeners.remove(listener)
+                except ValueError:  # another polling thread dropped it first
+                    continue
+                else:
+                    self.events.write({"t_ns": self.clock(), "kind": "live_listener_failed",
+                                       "message": f"{type(exc).__name__}: {exc}"[:300]})
 
     def _flag_all(self, st: MeterState, t_ns: int, rtt_ns: int, code: str, message: str) -> None:
         if self._stop.is_set() and code in ("timeout", "error", "disconnected"):
             return  # a read cut short by the stop is not a fault of the meter
         st.faults[code] += 1
+        st.last_fault = code
         st.last = {}  # no current value: progress, idle sampling and cool-down must not reuse a stale one
         if code not in SEGMENT_BREAKS and not self._take_fault_token(st, t_ns):
             if not st.suppressed:
@@ -241,6 +355,8 @@ class Recorder:
         self._report_suppressed(st, t_ns)
         for w in st.writers.values():
             w.write_fault(t_ns, rtt_ns, code)
+        if self._listeners:  # after the rate limit: a flood reaches a live view at 10 rows a second
+            self._tell("on_fault", st.meter.name, t_ns, code, list(st.writers))
         if st.faults[code] <= MAX_LOGGED_FAULTS:
             self.events.write({"t_ns": t_ns, "kind": "meter_fault", "meter": st.meter.name,
                                "code": code, "message": message[:300]})
@@ -317,6 +433,9 @@ class Recorder:
             st.samples += 1
             st.last = reading.values
             st.last_ok_ns = t_ns
+            st.last_fault = None
+            if self._listeners:
+                self._tell("on_reading", m.name, t_ns, reading.values)
 
     def _poll_loop(self, group: list[MeterState], shared: bool = False) -> None:
         """Poll a group of meters, each at its own interval, in this thread.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -49,6 +50,47 @@ class WorkloadRun:
     survivors: list[dict[str, Any]] = field(default_factory=list)  # {pid, name, killed}: left running
     pump_cpu_s: float = 0.0  # CPU time of the thread that read the events pipe (recorder overhead)
     watch_cpu_s: float = 0.0  # CPU time of watching the process tree and ending survivors
+    output_cpu_s: float = 0.0  # CPU time of the thread that tees its output (``output=``)
+    started_at: float | None = None  # time.monotonic() when it was started (s)
+    epoch: int | None = None  # N of its latest epoch-N / eval-N phase
+
+
+@dataclass(frozen=True)
+class WorkloadProgress:
+    """What a progress display shows of the workload (None: not known)."""
+
+    phase: str | None  # its own phase (setup, warmup, epoch-2, eval-2, ...)
+    elapsed_s: float | None  # since it was started (s)
+    epoch: int | None = None
+    epochs: int | None = None  # of how many (from its ``epochs`` parameter)
+    step: int | None = None  # its latest ``step`` / ``steps`` metric or result
+    images_per_s: float | None = None  # its latest ``images_per_s`` metric
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _phase_epoch(phase: str) -> int | None:
+    """N of ``epoch-N`` or ``eval-N`` (the CNN workloads' phases), else None."""
+    head, _, tail = phase.rpartition("-")
+    if head in ("epoch", "eval") and tail.isdigit() and len(tail) <= 9:
+        return int(tail)
+    return None
+
+
+def workload_progress(run: WorkloadRun, params: dict[str, Any] | None = None) -> WorkloadProgress:
+    """A snapshot of ``run`` for a progress display; ``params`` give the epoch count."""
+    params = params or {}
+    epochs = params.get("epochs")
+    step = run.metrics.get("step", run.metrics.get("steps", run.result.get("steps")))
+    ips = run.metrics.get("images_per_s", run.result.get("images_per_s"))
+    return WorkloadProgress(
+        phase=run.phase,
+        elapsed_s=time.monotonic() - run.started_at if run.started_at is not None else None,
+        epoch=run.epoch,
+        epochs=epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None,
+        step=int(step) if _is_number(step) else None,
+        images_per_s=float(ips) if _is_number(ips) else None,
+        metrics=dict(run.metrics),
+    )
 
 
 MAX_SKEW_NS = 86_400 * 10**9  # an event stamp more than a day from now is not on our clock
@@ -183,6 +225,9 @@ def _handle(line: bytes, session: Session, run: WorkloadRun) -> None:
     kind = event["kind"]
     if kind == "phase_start":
         run.phase = event["phase"]
+        epoch = _phase_epoch(run.phase)
+        if epoch is not None:
+            run.epoch = epoch
     elif kind == "result":
         run.result.update({k: v for k, v in event.items() if k not in _RESERVED})
     elif kind == "metric":
@@ -294,10 +339,79 @@ def end_survivors(session: Session, tree: ProcessTree, run: WorkloadRun) -> None
                      killed=[p.pid for p, k in found if k])
 
 
+_LINE_BREAKS = re.compile(rb"(\r\n|\r|\n)")
+MAX_OUTPUT_LINE = 2000  # bytes of one line of the workload's output shown (the log has all)
+
+
+def tee_output(fd: int, log: Any, output: Callable[[str], None], run: WorkloadRun) -> None:
+    """Copy the workload's output from ``fd`` into ``log`` (every byte, as written) and hand
+    each line, decoded, to ``output``.
+
+    A carriage return starts the line over (a progress bar redrawn in place shows as its
+    latest state); a line longer than MAX_OUTPUT_LINE is cut there and the rest of it is
+    skipped.  The pipe is always drained: a log that cannot be written (a full disk) or an
+    ``output`` that raises is given up, never the reading.  The thread's CPU time is left
+    in ``run.output_cpu_s``.
+    """
+    line = bytearray()
+    skipping = False  # past MAX_OUTPUT_LINE, until the next newline
+    after_cr = False  # a carriage return: the next text replaces the line
+    sink: Callable[[str], None] | None = output
+    log_ok = True
+
+    def emit(raw: bytes) -> None:
+        nonlocal sink
+        if sink is not None:
+            try:
+                sink(raw.decode("utf-8", errors="replace"))
+            except Exception:  # a display that fails must not stop the workload's output
+                sink = None
+
+    try:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while True:
+                try:
+                    chunk = pipe.read(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                if log_ok:
+                    try:
+                        log.write(chunk)
+                        log.flush()
+                    except (OSError, ValueError):
+                        log_ok = False
+                for token in _LINE_BREAKS.split(chunk):
+                    if token in (b"\n", b"\r\n"):
+                        if not skipping:
+                            emit(bytes(line))
+                        line.clear()
+                        skipping = after_cr = False
+                    elif token == b"\r":
+                        after_cr = True
+                    elif token and not skipping:
+                        if after_cr:
+                            line.clear()
+                            after_cr = False
+                        line += token[: MAX_OUTPUT_LINE - len(line)]
+                        if len(line) >= MAX_OUTPUT_LINE:
+                            emit(bytes(line) + "…".encode())
+                            skipping = True
+            if line and not skipping:
+                emit(bytes(line))
+    finally:
+        run.output_cpu_s = time.thread_time()
+
+
 def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: threading.Event,
                  progress: Callable[[WorkloadRun], None] | None = None, phase_name: str | None = None,
-                 stop_after_s: float | None = None) -> WorkloadRun:
+                 stop_after_s: float | None = None,
+                 output: Callable[[str], None] | None = None) -> WorkloadRun:
     """Start ``argv`` with the events pipe and wait for it.
+
+    Its output (stdout and stderr) goes to ``log_path``; with ``output`` also, line by line,
+    to that callable (which must not block: see :func:`tee_output`).
 
     ``stop_after_s``: terminate it (SIGTERM, then SIGKILL after 5 s) that long after the
     start -- the duration for an external command; for a workload that keeps its own
@@ -316,20 +430,33 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
             session.begin(phase_name)
         _subreaper(True)
         try:
+            out_r = out_w = None
+            if output is not None:
+                out_r, out_w = os.pipe()
             try:
-                proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,), stdout=log, stderr=log,
+                proc = subprocess.Popen(list(argv), env=env, pass_fds=(w,),
+                                        stdout=log if out_w is None else out_w,
+                                        stderr=log if out_w is None else subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=_die_with_parent if _PRCTL is not None else None)
             except OSError as exc:
-                os.close(r)
-                os.close(w)
+                for fd in (r, w, out_r, out_w):
+                    if fd is not None:
+                        os.close(fd)
                 if phase_name:
                     session.end(phase_name)
                 raise FileNotFoundError(f"cannot start workload {argv[0]!r}: {exc.strerror}") from None
+            run.started_at = time.monotonic()
             tree = ProcessTree(proc.pid, token=f"{TREE_ENV}={secret}")
             os.close(w)
             pump = threading.Thread(target=pump_events, args=(r, session, run), daemon=True)
             pump.start()
+            tee = None
+            if out_r is not None and out_w is not None and output is not None:
+                os.close(out_w)
+                tee = threading.Thread(target=tee_output, args=(out_r, log, output, run), daemon=True,
+                                       name="workload-output")
+                tee.start()
             session.mark("workload_started", pid=proc.pid, argv=list(argv))
             deadline = time.monotonic() + stop_after_s if stop_after_s else None
             terminated = False
@@ -356,6 +483,8 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
                 run.returncode, run.terminated = proc.returncode, terminated
                 end_survivors(session, tree, run)  # before the join: survivors may hold the pipe
                 pump.join(timeout=5)
+                if tee is not None:
+                    tee.join(timeout=5)
                 if phase_name:
                     session.end(phase_name)
                 session.mark("workload_exited", returncode=proc.returncode, terminated=terminated,

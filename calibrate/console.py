@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -136,6 +137,16 @@ def plain_line(tick: BenchProgress) -> str:
     return terminal_text(" | ".join(sections), max_len=2000)
 
 
+def advanced(tick: BenchProgress, dt: float) -> BenchProgress:
+    """``tick`` as it stands ``dt`` s after it was taken: elapsed and ages grown, time left
+    shrunk (the view redraws between the bench's once-a-second ticks)."""
+    if dt <= 0:
+        return tick
+    meters = [replace(m, silent_s=m.silent_s + dt) if m.silent_s is not None else m for m in tick.meters]
+    left = max(0.0, tick.left_s - dt) if tick.left_s is not None else None
+    return replace(tick, elapsed_s=tick.elapsed_s + dt, left_s=left, meters=meters)
+
+
 def _age_text(age_s: float | None) -> str:
     if age_s is None:
         return "-"
@@ -209,7 +220,8 @@ def status_view(tick: BenchProgress | None, channels: list[ChannelState] | None 
 class LiveView:
     """The status view kept on screen by a thread of its own (redrawn every REFRESH_S).
 
-    It reads the latest tick (``get_tick``) and, when given, the feed; what it draws never
+    It reads the latest tick (``get_tick``: a tick, or (tick, time.monotonic() when it was
+    taken) so that ages and time left move between ticks) and, when given, the feed; what it draws never
     waits on the recording.  A failure to draw is handed to ``on_error`` once and ends the
     view (the reporter falls back to plain lines).  Its CPU time goes to the feed as
     ``live-view`` (counted as recorder overhead).
@@ -231,7 +243,11 @@ class LiveView:
 
     def render(self) -> RenderableType:
         channels = self.feed.channel_states() if self.feed is not None else None
-        return status_view(self.get_tick(), channels, self.title)
+        got = self.get_tick()
+        tick, taken = got if isinstance(got, tuple) else (got, None)
+        if tick is not None and taken is not None:
+            tick = advanced(tick, min(time.monotonic() - taken, 5.0))  # not past a stalled bench
+        return status_view(tick, channels, self.title)
 
     def start(self) -> None:
         from rich.live import Live
@@ -247,14 +263,19 @@ class LiveView:
         try:
             while not self._stop.wait(self.refresh_s):
                 self._live.update(self.render(), refresh=True)
-                self.cpu_s = time.thread_time() - c0
-                if self.feed is not None:
-                    self.feed.account_cpu("live-view", self.cpu_s)
+                self._account(time.thread_time() - c0)
         except Exception as exc:  # the recording goes on; the reporter falls back to plain lines
             self.failed = True
             self._close()
             if self.on_error is not None:
                 self.on_error(exc)
+        finally:
+            self._account(time.thread_time() - c0)
+
+    def _account(self, cpu_s: float) -> None:
+        self.cpu_s = cpu_s
+        if self.feed is not None:
+            self.feed.account_cpu("live-view", cpu_s)
 
     def print(self, text: str, style: str | None = None) -> None:
         """One line above the view (``text`` is shown as it is: no markup)."""
@@ -315,7 +336,7 @@ class ConsoleReporter(BenchReporter):
         self.show_output = show_output
         self.feed = feed
         self._console = console
-        self._tick: BenchProgress | None = None
+        self._latest: tuple[BenchProgress | None, float | None] = (None, None)  # (tick, when), swapped whole
         self._said: set[str] = set()
         self._view: LiveView | None = None
         self._lock = threading.Lock()
@@ -367,7 +388,8 @@ class ConsoleReporter(BenchReporter):
         if self.mode in ("auto", "live"):
             console = self._console_for_view()
             if self.mode == "live" or live_capable(console):
-                self._view = LiveView(console, lambda: self._tick, self.feed, self._view_failed, self.title)
+                self._view = LiveView(console, lambda: self._latest, self.feed,
+                                      self._view_failed, self.title)
                 try:
                     self._view.start()
                 except Exception as exc:
@@ -383,7 +405,7 @@ class ConsoleReporter(BenchReporter):
                      "plain progress lines from now on")
 
     def progress(self, tick: BenchProgress) -> None:
-        self._tick = tick
+        self._latest = (tick, time.monotonic())
         if self.mode == "plain" or (self.mode == "auto" and self._view is None):  # auto: plain until a view
             say(plain_line(tick), err=True)
 

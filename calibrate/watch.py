@@ -15,9 +15,10 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from calibrate.bench import BenchProgress, StopOnSignal, build_meters, meter_notes
-from calibrate.console import LiveView, live_capable, plain_line, say
+from calibrate.console import REFRESH_S, LiveView, live_capable, plain_line, say
 from calibrate.errors import UsageError
 from calibrate.live_feed import LiveFeed
 from calibrate.recorder import DiscardEvents, Recorder
@@ -46,7 +47,7 @@ def watch(uris: Sequence[str], seconds: float | None = None, mode: str = "auto",
     feed = LiveFeed()
     recorder.add_listener(feed)
     view = None
-    state: dict[str, BenchProgress | None] = {"tick": None}
+    state: dict[str, Any] = {"latest": (None, None)}
     try:
         recorder.start()
         feed.set_origin(recorder.started_ns)
@@ -56,10 +57,11 @@ def watch(uris: Sequence[str], seconds: float | None = None, mode: str = "auto",
 
             console = Console(highlight=False, markup=False, emoji=False)  # stdout: the readings are the result
             if mode == "live" or live_capable(console):
-                view = LiveView(console, lambda: state["tick"], feed, on_error=None, title="calibrate watch")
+                view = LiveView(console, lambda: state["latest"], feed, on_error=None, title="calibrate watch")
                 view.start()
         with StopOnSignal(stop):
-            next_tick = t0
+            period = REFRESH_S if view is not None else tick_s  # a live view follows the readings closely
+            next_tick = next_line = t0
             while not stop.is_set():
                 now = time.monotonic()
                 if seconds is not None and now - t0 >= seconds:
@@ -68,13 +70,12 @@ def watch(uris: Sequence[str], seconds: float | None = None, mode: str = "auto",
                     left = None if seconds is None else max(0.0, seconds - (now - t0))
                     tick = BenchProgress(now - t0, "watch", recorder.live(), left_s=left,
                                          recorder_cpu=recorder.cpu_recent())
-                    state["tick"] = tick
+                    state["latest"] = (tick, time.monotonic())
                     feed.update(tick)
-                    if view is None or view.failed:
+                    if (view is None or view.failed) and now >= next_line:
                         say(plain_line(tick))
-                    next_tick += tick_s
-                    if next_tick <= now:
-                        next_tick = now + tick_s
+                        next_line = max(next_line + tick_s, now + tick_s / 2)
+                    next_tick = max(next_tick + period, now + period / 2)
                 wait = next_tick - time.monotonic()
                 if seconds is not None:
                     wait = min(wait, seconds - (time.monotonic() - t0))

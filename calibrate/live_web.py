@@ -39,6 +39,7 @@ MAX_CLIENTS = 8  # requests served at once; more get 503
 TIMEOUT_S = 5.0  # a client must send its request (and read the answer) within this long
 MAX_QUERY = 200  # characters of a query string
 _CURSOR = re.compile(r"[0-9]{1,18}")
+_JSON_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})  # never markup if sniffed
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:1em 1.5em;color:#222;background:#fafafa}
@@ -347,8 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
             if cursor is None:
                 self._refuse(HTTPStatus.BAD_REQUEST, "query: since=N (a cursor from the last answer) only", head)
                 return
-            body = json.dumps(self.server.feed.since(cursor), ensure_ascii=True, allow_nan=False,
-                              separators=(",", ":")).encode()
+            text = json.dumps(self.server.feed.since(cursor), ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":"))
+            body = text.translate(_JSON_SAFE).encode()  # < > & only occur inside strings: still JSON
             self._send(HTTPStatus.OK, body, "application/json", head=head)
         else:
             self._refuse(HTTPStatus.NOT_FOUND, "not found: / and /data?since=N only", head)

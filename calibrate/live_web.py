@@ -38,6 +38,8 @@ HOST = "127.0.0.1"
 MAX_CLIENTS = 8  # requests served at once; more get 503
 TIMEOUT_S = 5.0  # a client must send its request (and read the answer) within this long
 MAX_QUERY = 200  # characters of a query string
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\r\nbusy\n")
 _CURSOR = re.compile(r"[0-9]{1,18}")
 _JSON_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})  # never markup if sniffed
 
@@ -284,11 +286,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle(self) -> None:
         c0 = time.thread_time()
-        if not self.server.slots.acquire(blocking=False):
+        slots = self.server.slots
+        if not slots.acquire(blocking=False):
             self.close_connection = True
             try:
                 self.rfile.readline(65537)
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"busy\n", "text/plain; charset=utf-8")
+                self.wfile.write(_BUSY)
             except OSError:
                 pass
             return
@@ -297,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         finally:
-            self.server.slots.release()
+            slots.release()
             self.server.add_cpu(time.thread_time() - c0)
 
     def _send(self, status: HTTPStatus, body: bytes, ctype: str, csp: str | None = None,

@@ -336,9 +336,8 @@ class Recorder:
                     self._listeners.remove(listener)
                 except ValueError:  # another polling thread dropped it first
                     continue
-                else:
-                    self.events.write({"t_ns": self.clock(), "kind": "live_listener_failed",
-                                       "message": f"{type(exc).__name__}: {exc}"[:300]})
+                self.events.write({"t_ns": self.clock(), "kind": "live_listener_failed",
+                                   "message": f"{type(exc).__name__}: {exc}"[:300]})
 
     def _flag_all(self, st: MeterState, t_ns: int, rtt_ns: int, code: str, message: str) -> None:
         if self._stop.is_set() and code in ("timeout", "error", "disconnected"):

@@ -103,6 +103,19 @@ def test_other_methods_are_refused_and_the_server_binds_locally_only(served):
     assert server.url == f"http://127.0.0.1:{server.port}/"
 
 
+def test_too_many_clients_at_once_get_503(served):
+    _, server = served
+    saved = server._server.slots
+    server._server.slots = threading.BoundedSemaphore(1)
+    server._server.slots.acquire()  # as if MAX_CLIENTS requests were being served
+    try:
+        status, headers, body = _get(server.port, "/")
+    finally:
+        server._server.slots = saved
+    assert status == 503 and body == b"busy\n" and headers["Retry-After"] == "1"
+    assert _get(server.port, "/")[0] == 200
+
+
 def test_a_port_in_use_is_refused(served):
     _, server = served
     with pytest.raises(OSError):

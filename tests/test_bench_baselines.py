@@ -29,6 +29,6 @@ def test_a_tiny_report_window_is_refused_not_run(tmp_path):
     cp = run_cli("run", "--meter", "cpu-model", "--workload", "idle",
                  "--duration", "2", "--baseline", "0", "--no-report", "--out", str(out), timeout=120)
     assert cp.returncode == 0, cp.stderr
-    cp = run_cli("report", str(out), "--window", "1e-6", timeout=60)
+    cp = run_cli("report", str(out), "--reference", "cpu-model", "--window", "1e-6", timeout=60)  # modelled: named
     assert cp.returncode == 2 and "--window" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
     assert "Traceback" not in cp.stderr

@@ -236,7 +236,8 @@ def wait_for_first_readings(session: Session, stop: threading.Event, tick: Ticke
         waited = time.monotonic() - t0
         if not missing or stop.is_set() or all(waited > limits[n] for n in missing):
             return missing
-        if tick is not None and (last_tick is None or waited - last_tick >= TICK_S):
+        # a meter that answers at once is not worth a line; one that keeps us waiting is
+        if tick is not None and waited >= TICK_S / 2 and (last_tick is None or waited - last_tick >= TICK_S):
             tick("pre-flight", max(limits[n] for n in missing) - waited, True)
             last_tick = waited
         stop.wait(0.02)

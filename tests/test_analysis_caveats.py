@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.caveats import MIN_WINDOWS, accuracy_check, calibration_caveats, near_constant, window_caveats
+from analysis.caveats import (
+    MIN_WINDOWS,
+    accuracy_check,
+    calibration_caveats,
+    near_constant,
+    window_caveats,
+)
 from analysis.importer import TraceSpec, import_traces
 from analysis.intervals import LOG_METHOD, mean_ci
 from analysis.load import load_session

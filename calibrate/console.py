@@ -459,6 +459,10 @@ def print_result(result: BenchResult) -> int:
         if os.environ.get("CALIBRATE_DEBUG"):
             raise result.report_error
         exc = result.report_error
+        if isinstance(exc, ValueError):  # the session cannot be analysed as asked (one line, exit 2)
+            say(f"calibrate: no report: {str(exc).splitlines()[0]} (data kept in {path}; "
+                f"`calibrate report {path}` with other options)", err=True)
+            return 2
         say(f"calibrate: report failed: {type(exc).__name__}: {exc} (data kept in {path})", err=True)
         return 1
     if result.summary is not None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,20 @@ def _handle(line: bytes, session: Session, run: WorkloadRun) -> None:
     session.events.write(event)
 
 
+def pipe_chunks(fd: int, size: int = 65536) -> Iterator[bytes]:
+    """What arrives on the pipe ``fd`` (closed at the end), at most ``size`` bytes at a time,
+    until end of file or a read error."""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while True:
+            try:
+                chunk = pipe.read(size)
+            except OSError:
+                return
+            if not chunk:
+                return
+            yield chunk
+
+
 def pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
     """Copy JSON event lines from the workload's pipe into the session's events file.
 
@@ -249,33 +263,26 @@ def pump_events(fd: int, session: Session, run: WorkloadRun) -> None:
     size = 0
     skipping = False  # inside an over-long line, until its newline
     try:
-        with os.fdopen(fd, "rb", buffering=0) as pipe:
+        for chunk in pipe_chunks(fd):
+            start = 0
             while True:
-                try:
-                    chunk = pipe.read(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
+                nl = chunk.find(b"\n", start)
+                end = len(chunk) if nl < 0 else nl
+                if not skipping:
+                    if size + end - start > MAX_LINE:
+                        run.bad_lines += 1
+                        parts, size, skipping = [], 0, True
+                    else:
+                        parts.append(chunk[start:end])
+                        size += end - start
+                if nl < 0:
                     break
-                start = 0
-                while True:
-                    nl = chunk.find(b"\n", start)
-                    end = len(chunk) if nl < 0 else nl
-                    if not skipping:
-                        if size + end - start > MAX_LINE:
-                            run.bad_lines += 1
-                            parts, size, skipping = [], 0, True
-                        else:
-                            parts.append(chunk[start:end])
-                            size += end - start
-                    if nl < 0:
-                        break
-                    if not skipping:
-                        _handle(b"".join(parts), session, run)
-                    parts, size, skipping = [], 0, False
-                    start = nl + 1
-            if parts and not skipping:  # at EOF a final line without newline still counts
-                _handle(b"".join(parts), session, run)
+                if not skipping:
+                    _handle(b"".join(parts), session, run)
+                parts, size, skipping = [], 0, False
+                start = nl + 1
+        if parts and not skipping:  # at EOF a final line without newline still counts
+            _handle(b"".join(parts), session, run)
     finally:
         run.pump_cpu_s = time.thread_time()
 
@@ -368,38 +375,31 @@ def tee_output(fd: int, log: Any, output: Callable[[str], None], run: WorkloadRu
                 sink = None
 
     try:
-        with os.fdopen(fd, "rb", buffering=0) as pipe:
-            while True:
+        for chunk in pipe_chunks(fd):
+            if log_ok:
                 try:
-                    chunk = pipe.read(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                if log_ok:
-                    try:
-                        log.write(chunk)
-                        log.flush()
-                    except (OSError, ValueError):
-                        log_ok = False
-                for token in _LINE_BREAKS.split(chunk):
-                    if token in (b"\n", b"\r\n"):
-                        if not skipping:
-                            emit(bytes(line))
+                    log.write(chunk)
+                    log.flush()
+                except (OSError, ValueError):
+                    log_ok = False
+            for token in _LINE_BREAKS.split(chunk):
+                if token in (b"\n", b"\r\n"):
+                    if not skipping:
+                        emit(bytes(line))
+                    line.clear()
+                    skipping = after_cr = False
+                elif token == b"\r":
+                    after_cr = True
+                elif token and not skipping:
+                    if after_cr:
                         line.clear()
-                        skipping = after_cr = False
-                    elif token == b"\r":
-                        after_cr = True
-                    elif token and not skipping:
-                        if after_cr:
-                            line.clear()
-                            after_cr = False
-                        line += token[: MAX_OUTPUT_LINE - len(line)]
-                        if len(line) >= MAX_OUTPUT_LINE:
-                            emit(bytes(line) + "…".encode())
-                            skipping = True
-            if line and not skipping:
-                emit(bytes(line))
+                        after_cr = False
+                    line += token[: MAX_OUTPUT_LINE - len(line)]
+                    if len(line) >= MAX_OUTPUT_LINE:
+                        emit(bytes(line) + "…".encode())
+                        skipping = True
+        if line and not skipping:
+            emit(bytes(line))
     finally:
         run.output_cpu_s = time.thread_time()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,12 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"runs": runs, "per_workload": per_workload, "agreement": agreement_out, "calibration": calibration_out}
 
 
-def write_campaign_report(folder: Path, sessions: list[Path], reference: str | None = None) -> dict[str, Any]:
+def write_campaign_report(folder: Path, sessions: list[Path], reference: str | None = None,
+                          name: str | None = None, excluded: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Aggregate ``sessions`` (each's summary.json, analysed first where missing) into
+    ``campaign_report.json`` and ``campaign_report.html`` in ``folder``; ``name``: the
+    plan's name (the page's title); ``excluded``: the runs left out, each ``{"id",
+    "status", "why"}``.  Returns the report."""
     from analysis.report import write_report
 
     summaries = []
@@ -88,6 +94,13 @@ def write_campaign_report(folder: Path, sessions: list[Path], reference: str | N
         sp = Path(p) / "summary.json"
         summaries.append(json.loads(sp.read_text()) if sp.exists() else write_report(p, reference=reference))
     report = json_safe(aggregate(summaries))
+    report["name"] = name
+    base = Path(folder).resolve()
+    for run, p in zip(report["runs"], sessions):  # aggregate keeps the sessions' order
+        page = Path(p) / "report.html"
+        run["report"] = Path(os.path.relpath(page.resolve(), base)).as_posix() if page.is_file() else None
+    report["excluded"] = [{"id": str(e.get("id")), "status": str(e.get("status")), "why": str(e.get("why") or "")}
+                          for e in excluded or []]
     write_text_atomic(Path(folder) / "campaign_report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_text_atomic(Path(folder) / "campaign_report.html", render_campaign_html(folder, report))
     return report
@@ -99,33 +112,70 @@ def _n(v: Any, d: int = 1) -> str:
     return html_number(v, d)
 
 
-def render_campaign_html(folder: Path, report: dict[str, Any]) -> str:
-    from analysis.report import CSS, html_table, img_tag
+def _mean_ci(stat: Any, d: int = 1) -> str:
+    """A group's mean with its 95% CI under it (and the CI method when the report has one)."""
+    from analysis.report import html_number
 
-    parts = [f"<h1>calibrate campaign: {html.escape(Path(folder).name)}</h1>", "<h2>Energy per workload</h2>"]
-    parts.append(html_table(["workload", "runs", "energy (J) mean [95% CI]", "duration (s)", "accuracy", "accuracy per kWh", "CO2 (g)"],
-                        [[html.escape(str(w["workload"])), str(w["runs"]),
-                          f"{_n(w['energy_j']['mean'])} [{_n(w['energy_j']['ci'][0])}, {_n(w['energy_j']['ci'][1])}]",
-                          _n(w["duration_s"]["mean"]), _n(w["accuracy"]["mean"], 3), _n(w["accuracy_per_kwh"]["mean"], 1),
-                          _n(w["co2_g"]["mean"], 3)] for w in report["per_workload"]]))
-    pts = [(r["energy_j"], r["accuracy"], str(r["workload"])) for r in report["runs"]
+    if not isinstance(stat, dict):
+        return "&ndash;"
+    ci = stat.get("ci") or [None, None]
+    out = html_number(stat.get("mean"), d)
+    if len(ci) == 2 and all(c is not None for c in ci) and stat.get("mean") is not None:
+        out += f'<br><span class="ci">[{html_number(ci[0], d)}, {html_number(ci[1], d)}]</span>'
+    return out
+
+
+def render_campaign_html(folder: Path, report: dict[str, Any], name: str | None = None) -> str:
+    """The campaign's page: titled by the plan's ``name`` (else ``report["name"]``, else the
+    folder's), energy per workload with CIs, every run linked to its report, the runs left
+    out and why, agreement pooled over runs and the calibration across workloads."""
+    from analysis.report import agreement_tables, html_table, html_text, img_tag, page, warning_list
+
+    title_name = name or report.get("name") or Path(folder).name
+    title = f"calibrate campaign: {title_name}"
+    parts = [f"<h1>{html.escape(str(title))}</h1>", "<h2>Energy per workload</h2>"]
+    per = report.get("per_workload") or []
+    parts.append(html_table(["workload", "runs", "energy (J) [95% CI]", "duration (s)", "accuracy", "accuracy per kWh",
+                             "CO2 (g)"],
+                            [[html_text(w.get("workload")), str(w.get("runs", 0)), _mean_ci(w.get("energy_j")),
+                              _mean_ci(w.get("duration_s")), _mean_ci(w.get("accuracy"), 3),
+                              _mean_ci(w.get("accuracy_per_kwh")), _mean_ci(w.get("co2_g"), 3)] for w in per]))
+    methods = sorted({str(st["method"]) for w in per for st in w.values() if isinstance(st, dict) and st.get("method")})
+    parts.append("<p class=muted>Mean over the runs of each workload, its 95% confidence interval under it"
+                 + (f" ({html.escape('; '.join(methods))})" if methods else "") + ".</p>")
+    parts.append(warning_list([(str(w.get("workload")), m) for w in per for m in w.get("warnings") or []]))
+
+    runs = report.get("runs") or []
+    parts.append("<h2>Runs</h2>")
+    parts.append(html_table(["session", "workload", "energy (J)", "duration (s)", "accuracy", "accuracy per kWh", "CO2 (g)"],
+                            [[(f'<a href="{html.escape(r["report"])}">{html_text(r.get("session"))}</a>'
+                               if r.get("report") else html_text(r.get("session"))),
+                              html_text(r.get("workload")), _n(r.get("energy_j")), _n(r.get("duration_s")),
+                              _n(r.get("accuracy"), 3), _n(r.get("accuracy_per_kwh")), _n(r.get("co2_g"), 3)]
+                             for r in runs]))
+    excluded = report.get("excluded") or []
+    if excluded:
+        parts.append("<h2>Runs left out</h2>")
+        parts.append(html_table(["run", "status", "why"], [[html_text(e.get("id")), html_text(e.get("status")),
+                                                             html_text(e.get("why"))] for e in excluded]))
+    pts = [(r["energy_j"], r["accuracy"], str(r["workload"])) for r in runs
            if r.get("energy_j") is not None and r.get("accuracy") is not None]
     if pts:
         parts.append("<h2>Accuracy against energy (Pareto front)</h2>")
-        parts.append(f'<div class="fig">{img_tag(plots.figure_png(plots.pareto_plot, pts), "accuracy against energy")}</div>')
+        parts.append(f'<figure class="fig">{img_tag(plots.figure_png(plots.pareto_plot, pts), "accuracy against energy")}'
+                     "<figcaption>Energy (J) of each run's workload phase on its reference meter.</figcaption></figure>")
     parts.append("<h2>Agreement pooled over runs</h2>")
-    parts.append(html_table(["candidate", "runs", "windows", "bias (W)", "LoA (W)", "method"],
-                        [[html.escape(a["candidate"]), str(a.get("n_runs")), str(a.get("n_windows")),
-                          _n((a.get("bland_altman") or {}).get("bias"), 2),
-                          f"{_n((a.get('bland_altman') or {}).get('loa_low'), 2)} to {_n((a.get('bland_altman') or {}).get('loa_high'), 2)}",
-                          html.escape(a.get("bland_altman_method", a.get("error", "")))] for a in report["agreement"]]))
+    parts += agreement_tables(report.get("agreement") or [], runs=True)
+    parts.append("<p class=muted>Window mean power (W), candidate &minus; reference; with several runs the "
+                 "Bland-Altman statistics treat each run as a subject (repeated measures).</p>")
     parts.append("<h2>Calibration across workloads</h2>")
     rows = []
-    for c in report["calibration"]:
+    for c in report.get("calibration") or []:
         cv = c.get("cross_validation") or {}
-        per = "; ".join(f"{html.escape(w)}: {v['intercept']:.1f} + {v['slope']:.3f}x" for w, v in (c.get("per_workload") or {}).items())
-        rows.append([html.escape(c["candidate"]), _n(c.get("intercept_w"), 2), _n(c.get("gain"), 4),
-                     _n(cv.get("rmse_w"), 2), html.escape(str(cv.get("method", c.get("error", "")))), per])
-    parts.append(html_table(["candidate", "intercept (W)", "gain", "CV RMSE (W)", "CV", "per workload"], rows))
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>campaign</title><style>{CSS}</style></head>"
-            f"<body>{''.join(parts)}</body></html>\n")
+        per_wl = "<br>".join(f"{html.escape(str(w))}: {_n(v.get('intercept'), 1)} + {_n(v.get('slope'), 3)} &times; x"
+                             for w, v in (c.get("per_workload") or {}).items()) or "&ndash;"
+        rows.append([html.escape(str(c.get("candidate"))), _n(c.get("intercept_w"), 2), _n(c.get("gain"), 4),
+                     _n(cv.get("rmse_w"), 2), html_text(cv.get("method", c.get("error"))), per_wl])
+    parts.append(html_table(["candidate", "intercept (W)", "gain", "CV RMSE (W)", "cross-validation",
+                             "per workload (W)"], rows))
+    return page(str(title), "".join(parts))

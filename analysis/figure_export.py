@@ -28,7 +28,7 @@ MARKER = ".calibrate-figures.json"
 FORMAT = "calibrate-figures/1"
 
 
-def slug(name: str, max_len: int = 60) -> str:
+def slug(name: str, max_len: int = 40) -> str:
     """A file-name part for ``name`` (a channel or a sum ``a+b``): ``[A-Za-z0-9._-]``, not
     starting with ``.`` or ``-``, at most ``max_len`` characters; when it had to change
     ``name``, a short hash of ``name`` is appended so that two names never share a file."""

@@ -152,7 +152,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em;overflow-wrap:anywhere}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}h3{overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0;font-size:.85em;max-width:100%}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
-th{background:#f4f4f4;font-weight:600}td:first-child,th:first-child{text-align:left;overflow-wrap:anywhere;max-width:22em}
+th{background:#f4f4f4;font-weight:600}td:first-child,th:first-child{text-align:left;max-width:22em}td:first-child{overflow-wrap:anywhere;min-width:7em}
 table.kv td{text-align:left}table.kv td:first-child{color:#555;white-space:nowrap}table.params{font-size:1em;margin:0}
 .ci{color:#666;font-size:.85em;white-space:nowrap}td.sub1{padding-left:1.6em}td.sub2{padding-left:2.8em}
 figure.fig{display:inline-block;vertical-align:top;margin:.3em;max-width:100%}figcaption{font-size:.8em;color:#555}
@@ -477,7 +477,7 @@ def render_html(data: SessionData, summary: dict[str, Any], result: Analysis,
                 csvs.append((cname, link))
 
     # phases
-    phases = summary.get("phases") or []
+    phases = sorted(summary.get("phases") or [], key=lambda p: (p.get("start_s") or 0.0, -(p.get("duration_s") or 0.0)))
     if phases:
         chans = list(summary["meters"])
         depth = plots.phase_depths(phases)

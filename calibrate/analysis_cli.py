@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,16 @@ def _num(v: Any) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from analysis.compare_report import (
+        compare_row,
+        reference_warning,
+        render_compare_html,
+        report_links,
+        terminal_tables,
+    )
+    from analysis.escape import terminal_text
     from analysis.report import write_report
+    from analysis.session_format import write_text_atomic
 
     rows = []
     for p in args.sessions:
@@ -312,32 +322,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             _load(p)
             summary = write_report(p, reference=args.reference, location=args.location)
-        ref = summary["reference"]
-        wl = summary.get("workload") or {}
-        row = {"session": Path(p).name, "status": summary.get("status"), "workload": wl.get("name"),
-               "duration_s": wl.get("duration_s"), "accuracy": wl.get("accuracy"),
-               "energy_j": wl.get("energy_j"), "accuracy_per_kwh": wl.get("accuracy_per_kwh"),
-               "co2_g": (summary.get("emissions") or {}).get("co2_g"), "reference": ref}
-        for a in summary.get("agreement", []):
-            ba = a.get("bland_altman") or {}
-            cal = a.get("calibration") or {}
-            row[f"{a['candidate']}:bias_w"] = ba.get("bias")
-            row[f"{a['candidate']}:gain"] = cal.get("slope")
-            row[f"{a['candidate']}:offset_w"] = cal.get("intercept")
-        rows.append(row)
+        rows.append(compare_row(Path(p).name, summary))
+    warn = reference_warning(rows)
+    if warn:
+        print(f"warning: {terminal_text(warn, None)}", file=sys.stderr)
     df = pd.DataFrame(rows)
     if args.html:
-        from analysis.compare_report import render_compare_html
-
-        Path(args.html).write_text(render_compare_html(rows))
-        print(f"report: {args.html}")
+        write_text_atomic(args.html, render_compare_html(rows, reports=report_links(args.html, args.sessions)))
+        print(f"report: {terminal_text(args.html, None)}", file=sys.stderr if args.json else sys.stdout)
     if args.output:
         out = Path(args.output)
         _csv_safe(df).to_csv(out, index=False) if out.suffix == ".csv" else out.write_text(df.to_json(orient="records", indent=2))
     if args.json:
         print(df.to_json(orient="records", indent=2))
     else:
-        print(df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False))
+        print(terminal_tables(rows))
     return 0
 
 
@@ -351,12 +350,6 @@ def _csv_safe(df: Any) -> Any:
                         for v in out[col].astype(object)]
     out.columns = [("'" + c) if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in out.columns]
     return out
-
-
-def _has_tabulate() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tabulate") is not None
 
 
 # --------------------------------------------------------------------------- import

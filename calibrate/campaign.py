@@ -261,7 +261,12 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
               flush=True)
         it["status"] = "running"
         write_json_atomic(state_path, state)
-        rc = print_result(run_bench(bench_plan, ConsoleReporter(quiet=quiet)))
+        result = run_bench(bench_plan, ConsoleReporter(quiet=quiet))
+        rc = print_result(result)
+        if rc != 0:
+            it["why"] = failure_reason(result)
+        else:
+            it.pop("why", None)
         if rc != 0 and read_status(session_dir) == "interrupted":
             it["status"] = "interrupted"
             write_json_atomic(state_path, state)
@@ -274,9 +279,26 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
     from analysis.campaign_report import write_campaign_report
 
     sessions = [out / it["id"] for it in state["order"] if it["status"] == "complete"]
-    report = write_campaign_report(out, sessions, reference=camp.get("reference"))
+    excluded = [{"id": it["id"], "status": it["status"], "why": it.get("why") or it["status"]}
+                for it in state["order"] if it["status"] != "complete"]
+    report = write_campaign_report(out, sessions, reference=camp.get("reference"),
+                                   name=camp.get("name") or plan_path.stem, excluded=excluded)
     print(campaign_lines(report, len(sessions), failures, out))
     return 0 if failures == 0 else 1
+
+
+def failure_reason(result: Any) -> str:
+    """Why a run is left out of the campaign's report, in one line (from its BenchResult)."""
+    if getattr(result, "failure", None):
+        return f"recording failed: {result.failure}"
+    if result.status == "workload_failed":
+        rc = result.run.returncode if result.run is not None else None
+        return f"the workload failed (exit {rc})" if rc is not None else "the workload failed"
+    if result.status == "interrupted":
+        return "interrupted"
+    if result.report_error is not None:
+        return f"no report: {str(result.report_error).splitlines()[0] if str(result.report_error) else type(result.report_error).__name__}"
+    return f"status {result.status}"
 
 
 def campaign_lines(report: dict[str, Any], complete: int, failures: int, out: Path) -> str:

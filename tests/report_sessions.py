@@ -71,12 +71,18 @@ def imported_session(tmp: Path, name: str = "imp") -> Path:
     return import_traces(tmp / name, specs, reference="wall")
 
 
+_MADE: dict[tuple[str, str], Path] = {}  # made once per test run, whichever module asks first
+
+
 def _made(tmp_path_factory, name: str, make) -> Path:  # noqa: ANN001 - pytest objects
     from analysis.report import write_report
 
-    folder = make(tmp_path_factory.mktemp(name))
-    write_report(folder)
-    return folder
+    key = (str(tmp_path_factory.getbasetemp()), name)
+    if key not in _MADE:
+        folder = make(tmp_path_factory.mktemp(name))
+        write_report(folder)
+        _MADE[key] = folder
+    return _MADE[key]
 
 
 @pytest.fixture(scope="session")

@@ -188,3 +188,28 @@ def test_amp_and_channels_last_on_cpu():
     result, _ = run({"model": "tinyvgg", "image_size": 16, "steps": 2, "amp": True, "channels_last": True,
                      "train_size": 32, "val_size": 8, "threads": 1})
     assert result["steps"] == 2 and result["accuracy"] is not None
+
+
+def test_cosine_schedule_decays_to_zero_over_the_planned_steps(monkeypatch):
+    lrs: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    result, _ = run({"model": "tinyvgg", "image_size": 8, "train_size": 32, "val_size": 8, "batch_size": 8,
+                     "epochs": 2, "warmup_steps": 1, "optimizer": "adam", "lr": 0.01, "lr_schedule": "cosine"})
+    assert result["steps"] == 8 and result["lr"] == 0.01 and result["lr_schedule"] == "cosine"
+    # warm-up at lr, then step k of 8 at lr * (1 + cos(pi k / 8)) / 2
+    expected = [0.01] + [0.005 * (1 + np.cos(np.pi * k / 8)) for k in range(8)]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lr_schedule=cosine needs steps or epochs"):
+        run({"model": "tinyvgg", "lr_schedule": "cosine", "duration_s": 5})
+
+
+def test_result_reports_eval_time_and_images():
+    result, _ = run({"model": "tinyvgg", "image_size": 8, "train_size": 32, "val_size": 12, "batch_size": 8,
+                     "epochs": 2})
+    assert result["val_images"] == 2 * 12 and result["eval_s"] > 0

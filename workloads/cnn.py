@@ -5,7 +5,11 @@ excluded from throughput), ``epoch-N`` (training), ``eval-N`` (validation set). 
 events per epoch: ``loss``, ``accuracy`` (training), ``images_per_s``; per evaluation:
 ``val_loss``, ``val_accuracy``.  A final ``result`` event carries ``accuracy`` (0..1 on the
 validation set), ``images_per_s`` (training images per s over the epoch phases, warm-up and
-evaluation excluded), ``samples_seen``, ``duration_s`` and more.
+evaluation excluded), ``samples_seen``, ``duration_s``, ``train_s`` (s in the epoch phases),
+``eval_s`` (s evaluating, all evaluations) and ``val_images`` (images evaluated, all
+evaluations), ``lr`` (the base learning rate) and more.  ``lr_schedule=cosine`` decays the
+learning rate from ``lr`` to 0 over the planned steps (``steps``, or ``epochs`` x steps per
+epoch, the fewer); warm-up steps use ``lr``.
 
 torch and torchvision are imported inside functions only, so ``import workloads`` works
 without them.  Pretrained weights are never downloaded: ``weights`` names a local
@@ -282,6 +286,9 @@ def train(
         else:
             opt = torch.optim.AdamW(trainable, lr=lr)
         amp_dtype = (torch.bfloat16 if device.type == "cpu" else torch.float16) if p["amp"] else None
+        # the cosine schedule's length: the steps limit, or the epochs' steps if fewer
+        per_epoch = len(_batches(len(train_ds), p["batch_size"], None))
+        planned_steps = min(p["steps"] or math.inf, epochs * per_epoch)
         scaler = torch.amp.GradScaler(device.type) if p["amp"] and device.type == "cuda" else None
         criterion = nn.CrossEntropyLoss()
         aux_w = AUX_WEIGHT.get(name, 0.0)
@@ -304,9 +311,14 @@ def train(
     def loss_of(out, y):
         return combined_loss(out, y, criterion, aux_w)
 
-    state = {"steps": 0, "seen": 0, "first": True}
+    state = {"steps": 0, "seen": 0, "first": True, "eval_s": 0.0, "val_images": 0}
 
-    def step(idx: np.ndarray):
+    def step(idx: np.ndarray, k: int | None = None):
+        """One training step on ``idx``; ``k``: its 0-based number for the lr schedule (None: base lr)."""
+        if p["lr_schedule"] == "cosine" and math.isfinite(planned_steps):
+            frac = min(k or 0, planned_steps) / planned_steps
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
         x, y = tr.get(idx)
         try:
             with autocast():
@@ -345,16 +357,21 @@ def train(
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         with phase(f"eval-{n}", emit=emit), torch.inference_mode():
-            for idx in _batches(len(va), p["batch_size"], None):
-                if stop.is_set():
-                    return None
-                x, y = va.get(idx)
-                with autocast():
-                    out = model(x)
-                loss_sum += criterion(out.float(), y) * len(idx)
-                correct += (out.argmax(1) == y).sum()
-                seen += len(idx)
-            acc, loss = correct.item() / seen, loss_sum.item() / seen
+            ts = time.perf_counter()
+            try:
+                for idx in _batches(len(va), p["batch_size"], None):
+                    if stop.is_set():
+                        return None
+                    x, y = va.get(idx)
+                    with autocast():
+                        out = model(x)
+                    loss_sum += criterion(out.float(), y) * len(idx)
+                    correct += (out.argmax(1) == y).sum()
+                    seen += len(idx)
+                acc, loss = correct.item() / seen, loss_sum.item() / seen
+            finally:
+                state["eval_s"] += time.perf_counter() - ts
+                state["val_images"] += seen
             emit("metric", name="val_loss", value=loss, unit="", phase=f"eval-{n}")
             emit("metric", name="val_accuracy", value=acc, unit="", phase=f"eval-{n}")
         _progress(verbose, f"eval-{n}: val_loss {loss:.4f} val_accuracy {acc:.3f}")
@@ -389,7 +406,7 @@ def train(
             batches = _batches(len(tr), p["batch_size"], np.random.default_rng([p["seed"], epoch]))
             done = 0
             for idx in batches:
-                l_sum, c = step(idx)
+                l_sum, c = step(idx, state["steps"])
                 done += 1
                 loss_sum += l_sum
                 correct += c
@@ -438,6 +455,10 @@ def train(
         "duration_s": time.monotonic() - t0,
         "train_s": measured_s,
         "warmup_s": warmup_s,
+        "eval_s": state["eval_s"],
+        "val_images": state["val_images"],
+        "lr": lr,
+        "lr_schedule": p["lr_schedule"],
         "stop_reason": reason,
         "interrupted": reason == "signal",
         "parameters": n_params,

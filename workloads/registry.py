@@ -211,6 +211,8 @@ _CNN: dict[str, _Param] = {
     "optimizer": _Param("sgd", str, "sgd (momentum 0.9), adam or adamw", _one_of("sgd", "adam", "adamw")),
     "lr": _Param(None, float, "learning rate (None = 0.01 for sgd, 0.001 for adam/adamw)",
                  _between(0, 10, lo_open=True)),
+    "lr_schedule": _Param("constant", str, "constant, or cosine: decay from lr to 0 over the planned steps "
+                          "(steps, else epochs; needs one of them)", _one_of("constant", "cosine")),
     "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _between(0, MAX_THREADS)),
     "amp": _Param(False, bool, "mixed precision (float16 on cuda/mps, bfloat16 on cpu)"),
     "channels_last": _Param(False, bool, "channels-last memory format"),
@@ -465,6 +467,8 @@ def _combined_problem(p: dict[str, Any]) -> str | None:
             planned, what = p["cycles"] * p["period_s"], "cycles x period_s"
         if planned is not None and planned > MAX_DURATION_S:
             return f"{what} = {planned:g} s: must be <= {MAX_DURATION_S:g} s (7 days)"
+    if p.get("lr_schedule") == "cosine" and p.get("steps") is None and p.get("epochs") is None:
+        return "lr_schedule=cosine needs steps or epochs (the planned length of the decay)"
     if "batch_size" in p and "image_size" in p:
         batch = p["batch_size"] * 3 * p["image_size"] ** 2 * 4
         if batch > MAX_BATCH_BYTES:

@@ -323,7 +323,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 def add_campaign_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("campaign", help="run a calibration campaign from a plan (TOML); resumable")
-    p.add_argument("plan", metavar="PLAN.toml")
+    p.add_argument("plan", metavar="PLAN.toml", help="the campaign plan (meters, runs, repetitions; see README)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted campaign")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines while each run records")
     p.set_defaults(func=cmd_campaign)

@@ -50,7 +50,7 @@ class ReportOptions:
     location: str | None = None
     intensity: float | None = None
     pue: float | None = None
-    export_figures: bool = True
+    export_figures: bool = False
 
     def validate(self) -> ReportOptions:
         """Raise ValueError (one line) for a bad window, intensity, PUE or location; return self."""
@@ -532,6 +532,11 @@ def render_html(data: SessionData, summary: dict[str, Any], result: Analysis,
                  + "</dl>")
     if figures is not None:
         parts += _exports_section(fig, csvs, figures.note)
+    else:
+        parts.append("<h2>Files for a paper</h2><p class=muted><code>calibrate report "
+                     f"{html.escape(str(data.path))} --figures</code> writes every figure as SVG and PDF and the "
+                     "window pairs as CSV in this session's <code>figures/</code> (off by default: it takes a "
+                     "few seconds); <a href=\"summary.json\">summary.json</a> holds every number.</p>")
     version = _calibrate_version()
     parts.append(f"<p class=muted>Session folder: {html.escape(str(data.path))}"
                  + (f"; report by calibrate {html.escape(version)}" if version else "") + ".</p>")

@@ -79,6 +79,7 @@ class BenchPlan:
     location: str | None = None
     intensity: float | None = None
     pue: float | None = None
+    export_figures: bool = False  # the report also writes figures/ (SVG, PDF, pairs CSV)
 
     def prepare(self) -> PreparedWorkload:
         """Validate the workload and its parameters; UsageError (one line) if they cannot run."""
@@ -135,7 +136,8 @@ class BenchPlan:
         from analysis.report import ReportOptions
 
         return ReportOptions(reference=self.reference, candidates=tuple(self.candidates) if self.candidates else None,
-                             window_s=self.window_s, location=self.location, intensity=self.intensity, pue=self.pue)
+                             window_s=self.window_s, location=self.location, intensity=self.intensity, pue=self.pue,
+                             export_figures=self.export_figures)
 
 
 @dataclass(frozen=True)

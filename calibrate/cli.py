@@ -58,7 +58,8 @@ def plan_from_args(args: argparse.Namespace, meters: Sequence[str], workload: st
                      cooldown_max_s=getattr(args, "cooldown_max", 0.0),
                      cooldown_tolerance=getattr(args, "cooldown_tolerance", 0.05),
                      analyse=not args.no_report, candidates=args.candidate, window_s=args.window,
-                     location=args.location, intensity=args.intensity, pue=args.pue)
+                     location=args.location, intensity=args.intensity, pue=args.pue,
+                     export_figures=bool(getattr(args, "figures", False)))
 
 
 def _port(value: str) -> int:
@@ -144,7 +145,8 @@ def _report_options(args: argparse.Namespace) -> Any:
     cands = getattr(args, "candidate", None)
     options = ReportOptions(reference=getattr(args, "reference", None), candidates=tuple(cands) if cands else None,
                             window_s=getattr(args, "window", None), location=getattr(args, "location", None),
-                            intensity=getattr(args, "intensity", None), pue=getattr(args, "pue", None))
+                            intensity=getattr(args, "intensity", None), pue=getattr(args, "pue", None),
+                            export_figures=bool(getattr(args, "figures", False)))
     try:
         return options.validate()
     except ValueError as exc:
@@ -285,6 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from calibrate.demo import demo_plan
 
     plan = demo_plan(args)
+    plan.export_figures = bool(args.figures)
     say("calibrate demo: a simulated Watts Up? wall meter (its power follows this machine's real CPU load)")
     shown = {k: plan.params[k] for k in ("duration_s", "image_size", "batch_size", "optimizer", "lr")
              if plan.params.get(k)}
@@ -302,6 +305,9 @@ def _add_analysis_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--location", metavar="CODE", help="grid location for CO2 (ISO country code, e.g. FR, US; default WORLD)")
     p.add_argument("--intensity", type=float, metavar="G_PER_KWH", help="grid carbon intensity override (g CO2/kWh)")
     p.add_argument("--pue", type=float, help="data-centre PUE to apply to wall energy for CO2 (default 1)")
+    p.add_argument("--figures", action="store_true",
+                   help="also write every figure as SVG and PDF and the window pairs as CSV in the session's "
+                        "figures/ (for a paper; a few seconds more)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,9 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from calibrate.analysis_cli import add_analysis_commands
     from calibrate.campaign import add_campaign_command
+    from calibrate.workloads_cli import add_workloads_command
 
     add_analysis_commands(sub)
     add_campaign_command(sub)
+    add_workloads_command(sub)
     return p
 
 

@@ -80,7 +80,7 @@ def _made(tmp_path_factory, name: str, make) -> Path:  # noqa: ANN001 - pytest o
     key = (str(tmp_path_factory.getbasetemp()), name)
     if key not in _MADE:
         folder = make(tmp_path_factory.mktemp(name))
-        write_report(folder)
+        write_report(folder, export_figures=True)  # the paper files are part of what is tested
         _MADE[key] = folder
     return _MADE[key]
 

@@ -138,7 +138,7 @@ def test_figures_folder_not_ours_is_left_alone(imported: Path, tmp_path: Path) -
     shutil.rmtree(s / "figures")
     (s / "figures").mkdir()
     (s / "figures" / "power-traces.svg").write_text("mine")
-    write_report(s)
+    write_report(s, export_figures=True)
     assert (s / "figures" / "power-traces.svg").read_text() == "mine"
     assert sorted(p.name for p in (s / "figures").iterdir()) == ["power-traces.svg"]
     assert "was not made by calibrate" in _page(s) and 'href="figures/' not in _page(s)
@@ -160,3 +160,13 @@ def test_figure_folder_replaces_and_removes_only_its_own_files(tmp_path: Path) -
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "figures").symlink_to(tmp_path / "figures")
     assert not FigureFolder(tmp_path / "x").usable
+
+
+def test_figures_are_exported_only_on_request(imported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    s = tmp_path / "s"
+    shutil.copytree(imported, s)
+    shutil.rmtree(s / "figures")
+    write_report(s)  # the default: embedded figures only (export takes seconds), and how to get them
+    assert not (s / "figures").exists() and "--figures</code>" in _page(s)

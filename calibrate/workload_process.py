@@ -107,7 +107,7 @@ NUMERIC_FIELDS = frozenset({
     "train_s", "warmup_s", "samples_seen", "steps", "epochs_completed", "energy_j", "cpu_s",
     "busy_s", "mean_utilisation", "target_utilisation", "bytes_moved", "gb_per_s", "tflops",
     "matmuls", "threads", "parameters", "trainable_parameters", "image_size", "batch_size",
-    "num_classes", "returncode",
+    "num_classes", "returncode", "eval_s", "val_images", "val_samples", "lr",
 })
 _RESERVED = ("t_ns", "kind", "source")
 _INVALID = object()

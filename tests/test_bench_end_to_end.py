@@ -142,3 +142,10 @@ def test_cnn_training_session_reports_accuracy_and_energy_per_epoch(tmp_path) ->
     assert all(r["loss"] > 0 and "val_accuracy" in r for r in wl["epochs"])
     assert "Training epochs" in (out / "report.html").read_text()
     assert "accuracy" in cp.stdout
+    # tested against chance on the final evaluation's images (not every evaluation's)
+    vs = wl["accuracy_vs_chance"]
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    result = next(e for e in events if e.get("kind") == "result")
+    assert vs["n"] == result["val_samples"] > 0 and result["val_images"] == 3 * result["val_samples"]
+    assert vs["chance"] == 0.1 and vs["ci"][0] < wl["accuracy"] < vs["ci"][1]
+    assert ("accuracy_at_chance" in wl["warning_codes"]) is (vs["ci"][0] <= 0.1)

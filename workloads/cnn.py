@@ -6,8 +6,8 @@ events per epoch: ``loss``, ``accuracy`` (training), ``images_per_s``; per evalu
 ``val_loss``, ``val_accuracy``.  A final ``result`` event carries ``accuracy`` (0..1 on the
 validation set), ``images_per_s`` (training images per s over the epoch phases, warm-up and
 evaluation excluded), ``samples_seen``, ``duration_s``, ``train_s`` (s in the epoch phases),
-``eval_s`` (s evaluating, all evaluations) and ``val_images`` (images evaluated, all
-evaluations), ``lr`` (the base learning rate) and more.  ``lr_schedule=cosine`` decays the
+``eval_s`` (s evaluating, all evaluations), ``val_images`` (images evaluated, all
+evaluations), ``val_samples`` (images in the evaluation the accuracy comes from), ``lr`` (the base learning rate) and more.  ``lr_schedule=cosine`` decays the
 learning rate from ``lr`` to 0 over the planned steps (``steps``, or ``epochs`` x steps per
 epoch, the fewer); warm-up steps use ``lr``.
 
@@ -311,7 +311,7 @@ def train(
     def loss_of(out, y):
         return combined_loss(out, y, criterion, aux_w)
 
-    state = {"steps": 0, "seen": 0, "first": True, "eval_s": 0.0, "val_images": 0}
+    state = {"steps": 0, "seen": 0, "first": True, "eval_s": 0.0, "val_images": 0, "val_samples": 0}
 
     def step(idx: np.ndarray, k: int | None = None):
         """One training step on ``idx``; ``k``: its 0-based number for the lr schedule (None: base lr)."""
@@ -372,6 +372,7 @@ def train(
             finally:
                 state["eval_s"] += time.perf_counter() - ts
                 state["val_images"] += seen
+                state["val_samples"] = seen  # the latest evaluation's size: the accuracy's n
             emit("metric", name="val_loss", value=loss, unit="", phase=f"eval-{n}")
             emit("metric", name="val_accuracy", value=acc, unit="", phase=f"eval-{n}")
         _progress(verbose, f"eval-{n}: val_loss {loss:.4f} val_accuracy {acc:.3f}")
@@ -457,6 +458,7 @@ def train(
         "warmup_s": warmup_s,
         "eval_s": state["eval_s"],
         "val_images": state["val_images"],
+        "val_samples": state["val_samples"],
         "lr": lr,
         "lr_schedule": p["lr_schedule"],
         "stop_reason": reason,

@@ -213,3 +213,13 @@ def test_result_reports_eval_time_and_images():
     result, _ = run({"model": "tinyvgg", "image_size": 8, "train_size": 32, "val_size": 12, "batch_size": 8,
                      "epochs": 2})
     assert result["val_images"] == 2 * 12 and result["eval_s"] > 0
+    assert result["val_samples"] == 12  # the final evaluation's images: the accuracy's n
+
+
+def test_step_progress_for_the_live_view(monkeypatch):
+    monkeypatch.setattr(cnn, "PROGRESS_S", 0.0)  # every step (the default is one a second)
+    result, rec = run({"model": "tinyvgg", "image_size": 8, "train_size": 32, "val_size": 8, "batch_size": 8,
+                       "epochs": 2, "warmup_steps": 0})
+    steps = [e for e in rec.events if e["kind"] == "metric" and e["name"] == "step"]
+    assert [e["value"] for e in steps] == list(range(1, result["steps"] + 1))
+    assert all("phase" not in e for e in steps)  # not an epoch's figure

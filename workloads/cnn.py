@@ -42,6 +42,9 @@ AUX_WEIGHT = {"inception_v3": 0.4, "googlenet": 0.3}
 INCEPTION_AUX_MIN = 299
 
 
+PROGRESS_S = 1.0  # at most one ``step`` metric (steps done so far) per second of training
+
+
 def _torch():
     try:
         import torch
@@ -396,6 +399,7 @@ def train(
             warmup_s = time.perf_counter() - ts
     epoch = 0
     evaluated_after = -1
+    last_progress = time.perf_counter()
     while (reason := limits_hit()) is None and epoch < epochs:
         epoch += 1
         set_train()
@@ -413,6 +417,10 @@ def train(
                 correct += c
                 images += len(idx)
                 state["steps"] += 1
+                now = time.perf_counter()
+                if now - last_progress >= PROGRESS_S:  # for the bench's live view; no phase: not an epoch figure
+                    emit("metric", name="step", value=state["steps"], unit="steps")
+                    last_progress = now
                 if limits_hit():
                     break
             epochs_done += done == len(batches)

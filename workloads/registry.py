@@ -26,7 +26,9 @@ from typing import Any
 __all__ = [
     "UnknownWorkload",
     "WorkloadSpec",
+    "ParamInfo",
     "get",
+    "parameters",
     "names",
     "PreparedWorkload",
     "prepare",
@@ -49,7 +51,8 @@ class WorkloadSpec:
     """A workload: its name, what it does, its parameters with defaults, its category.
 
     ``params`` maps each parameter to its default (``None`` = not limited / not set);
-    ``help`` maps each parameter to a one-line description with its unit.
+    ``help`` maps each parameter to a one-line description; :func:`parameters` gives each
+    one's type, unit and allowed range too.
     """
 
     name: str
@@ -57,6 +60,7 @@ class WorkloadSpec:
     params: dict[str, Any]
     category: str  # "cnn" | "calibration" | "command"
     help: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)  # "-" when unitless
 
 
 # --------------------------------------------------------------------------- parameters
@@ -66,10 +70,24 @@ class WorkloadSpec:
 class _Param:
     default: Any
     type: type  # bool, int, float or str
-    help: str
+    help: str  # what it means, one line
     check: Callable[[Any], str | None] | None = None  # returns an error text or None
     parse: Callable[[Any], Any] | None = None  # custom coercion (overrides ``type``)
     nullable: bool = False  # None allowed although the default is not None
+    unit: str = "-"  # unit of the value ("s", "px", "images", ...); "-" when unitless
+    allowed: str | None = None  # allowed values, shown to users (None: from ``check``)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of a workload as users see it (``calibrate workloads``)."""
+
+    name: str
+    type: str  # "int", "float", "str" or "bool"
+    default: Any  # the validated default (None: not set / not limited, see meaning)
+    unit: str  # "s", "px", "images", ...; "-" when unitless
+    range: str  # allowed values: "[1, 65536]", "(0, 604_800]", "sgd | adam | adamw", ...
+    meaning: str  # one line
 
 
 def _range_text(x: float) -> str:
@@ -89,6 +107,7 @@ def _between(lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> 
         return None
 
     check.range_text = text  # type: ignore[attr-defined]  # added to a value that is not even a number
+    check.allowed = f"{'(' if lo_open else '['}{_range_text(lo)}, {_range_text(hi)}]"  # type: ignore[attr-defined]
     return check
 
 
@@ -117,8 +136,15 @@ def _fraction(v: Any) -> str | None:
     return None if v is None or 0.0 <= v <= 1.0 else "must be between 0 and 1"
 
 
+_fraction.allowed = "[0, 1]"  # type: ignore[attr-defined]
+
+
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+
+    check.allowed = " | ".join(choices)  # type: ignore[attr-defined]
+    return check
 
 
 def _check_device(v: str) -> str | None:
@@ -142,6 +168,11 @@ def _check_weights(v: str | None) -> str | None:
     if v is None or os.path.isfile(os.path.expanduser(v)):
         return None
     return f"file {v!r} does not exist (a local state_dict file; weights are never downloaded)"
+
+
+_check_device.allowed = "cpu | cuda | cuda:N | mps | auto"  # type: ignore[attr-defined]
+_check_dataset.allowed = "synthetic | imagefolder:DIR | cifar10:DIR | mnist:DIR"  # type: ignore[attr-defined]
+_check_weights.allowed = "an existing local file"  # type: ignore[attr-defined]
 
 
 def parse_levels(v: Any) -> str:
@@ -194,33 +225,45 @@ def parse_buffer_bytes(v: Any) -> int:
 
 
 _COMMON: dict[str, _Param] = {
-    "duration_s": _Param(None, float, "stop after this many s (None = the workload's own end)", _UP_TO_A_WEEK),
+    "duration_s": _Param(None, float, "stop after this long (None = the workload's own end)", _UP_TO_A_WEEK,
+                         unit="s"),
     "seed": _Param(0, int, "random seed (data, model initialisation, order)", _between(0, MAX_SEED)),
 }
 
 _CNN: dict[str, _Param] = {
-    "epochs": _Param(None, int, "epochs to train (None = 3, or unlimited when steps or duration_s is set)", _between(1, 100_000)),
-    "steps": _Param(None, int, "stop after this many training steps, warm-up excluded (None = not limited)", _between(1, 10**9)),
-    "batch_size": _Param(16, int, "images per step", _between(1, 65536)),
-    "image_size": _Param(32, int, "input height and width, px", _between(8, 1024)),
-    "num_classes": _Param(10, int, "classes (the synthetic set's; file datasets bring their own)", _between(2, 100_000)),
-    "train_size": _Param(512, int, "generated training images (synthetic dataset)", _between(2, 10**7)),
-    "val_size": _Param(128, int, "generated validation images (synthetic dataset)", _between(1, 10**7)),
-    "limit": _Param(0, int, "file datasets: use at most this many images of each split (0 = all)", _between(0, 10**9)),
-    "device": _Param("cpu", str, "cpu, cuda, cuda:N, mps or auto", _check_device),
-    "optimizer": _Param("sgd", str, "sgd (momentum 0.9), adam or adamw", _one_of("sgd", "adam", "adamw")),
+    "epochs": _Param(None, int, "epochs to train (None = 3, or unlimited when steps or duration_s is set)",
+                     _between(1, 100_000), unit="epochs"),
+    "steps": _Param(None, int, "stop after this many training steps, warm-up excluded (None = not limited)",
+                    _between(1, 10**9), unit="steps"),
+    "batch_size": _Param(16, int, "images per training step", _between(1, 65536), unit="images"),
+    "image_size": _Param(32, int, "input height and width", _between(8, 1024), unit="px"),
+    "num_classes": _Param(10, int, "classes (the synthetic set's; file datasets bring their own)",
+                          _between(2, 100_000), unit="classes"),
+    "train_size": _Param(512, int, "generated training images (synthetic dataset)", _between(2, 10**7),
+                         unit="images"),
+    "val_size": _Param(128, int, "generated validation images (synthetic dataset)", _between(1, 10**7),
+                       unit="images"),
+    "limit": _Param(0, int, "file datasets: use at most this many images of each split (0 = all)",
+                    _between(0, 10**9), unit="images"),
+    "device": _Param("cpu", str, "where to train (auto: cuda, else mps, else cpu)", _check_device),
+    "optimizer": _Param("sgd", str, "optimizer (sgd with momentum 0.9)", _one_of("sgd", "adam", "adamw")),
     "lr": _Param(None, float, "learning rate (None = 0.01 for sgd, 0.001 for adam/adamw)",
                  _between(0, 10, lo_open=True)),
     "lr_schedule": _Param("constant", str, "constant, or cosine: decay from lr to 0 over the planned steps "
                           "(steps, else epochs; needs one of them)", _one_of("constant", "cosine")),
-    "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _between(0, MAX_THREADS)),
+    "threads": _Param(0, int, "torch.set_num_threads (0 = torch's default)", _between(0, MAX_THREADS),
+                      unit="threads"),
     "amp": _Param(False, bool, "mixed precision (float16 on cuda/mps, bfloat16 on cpu)"),
     "channels_last": _Param(False, bool, "channels-last memory format"),
     "freeze_base": _Param(False, bool, "transfer mode: freeze the convolutional base, train only the classifier head"),
-    "weights": _Param(None, str, "local state_dict file to start from (never downloaded)", _check_weights),
-    "dataset": _Param("synthetic", str, "synthetic | imagefolder:DIR | cifar10:DIR | mnist:DIR (local files only)", _check_dataset),
-    "eval_every": _Param(1, int, "evaluate on the validation set every N epochs (and at the end)", _between(1, 100_000)),
-    "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _between(0, 100_000)),
+    "weights": _Param(None, str, "local state_dict file to start from (None = random initialisation; "
+                      "never downloaded)", _check_weights),
+    "dataset": _Param("synthetic", str, "images to train on: generated gratings, or local files (never downloaded)",
+                      _check_dataset),
+    "eval_every": _Param(1, int, "evaluate on the validation set every N epochs (and at the end)",
+                         _between(1, 100_000), unit="epochs"),
+    "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _between(0, 100_000),
+                           unit="steps"),
 }
 
 #: Per-model defaults that differ from the CNN defaults, and the smallest usable input (px).
@@ -243,28 +286,33 @@ CNN_PRESETS: dict[str, dict[str, Any]] = {
     "tinyvgg": {"min_size": 8, "description": "a tiny VGG-like CNN (3 conv blocks, ~25 k parameters) for quick runs"},
 }
 
-_CAL_UTIL = _Param(1.0, float, "target utilisation of each worker, 0..1", _fraction)
-_CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _between(0, MAX_THREADS))
-_CAL_CYCLE = _Param(0.1, float, "duty-cycle period, s (utilisation is exact over each period)",
-                    _between(0.001, 60, unit=" s"))
-_CAL_DURATION = _Param(60.0, float, "how long, s (None = until stopped)", _UP_TO_A_WEEK, nullable=True)
+_CAL_UTIL = _Param(1.0, float, "target utilisation of each worker (its busy fraction of each duty cycle)", _fraction)
+_CAL_THREADS = _Param(0, int, "worker processes (0 = one per CPU core)", _between(0, MAX_THREADS),
+                      unit="processes")
+_CAL_CYCLE = _Param(0.1, float, "duty-cycle period (utilisation is exact over each period)",
+                    _between(0.001, 60, unit=" s"), unit="s")
+_CAL_DURATION = _Param(60.0, float, "how long (None = until stopped)", _UP_TO_A_WEEK, nullable=True, unit="s")
 
 CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     "idle": ("sleep: the machine's idle baseline (phase idle)", {
         "duration_s": _CAL_DURATION,
     }),
     "step": ("utilisation staircase, one phase level-X.XX per level, held hold_s each", {
-        "levels": _Param("0,0.5,1", str, "comma-separated utilisation fractions", parse=parse_levels),
-        "hold_s": _Param(10.0, float, "time at each level, s", _UP_TO_A_WEEK),
+        "levels": _Param("0,0.5,1", str, "comma-separated utilisation fractions, one phase each", parse=parse_levels,
+                         allowed=f"1 to {MAX_LEVELS} values in [0, 1]"),
+        "hold_s": _Param(10.0, float, "time at each level", _UP_TO_A_WEEK, unit="s"),
         "threads": _CAL_THREADS,
         "cycle_s": _CAL_CYCLE,
     }),
     "square": ("square wave between high and low utilisation (phases high / low)", {
-        "period_s": _Param(10.0, float, "period of the wave, s", _between(0, 24 * 3600, lo_open=True, unit=" s (1 day)")),
-        "duty": _Param(0.5, float, "fraction of each period at high", lambda v: None if 0 < v < 1 else "must be between 0 and 1 (exclusive)"),
-        "high": _Param(1.0, float, "utilisation in the high phase, 0..1", _fraction),
-        "low": _Param(0.0, float, "utilisation in the low phase, 0..1", _fraction),
-        "cycles": _Param(6, int, "periods to run (when duration_s is not set)", _between(1, 1_000_000)),
+        "period_s": _Param(10.0, float, "period of the wave", _between(0, 24 * 3600, lo_open=True, unit=" s (1 day)"),
+                           unit="s"),
+        "duty": _Param(0.5, float, "fraction of each period at high",
+                       lambda v: None if 0 < v < 1 else "must be between 0 and 1 (exclusive)", allowed="(0, 1)"),
+        "high": _Param(1.0, float, "utilisation in the high phase", _fraction),
+        "low": _Param(0.0, float, "utilisation in the low phase", _fraction),
+        "cycles": _Param(6, int, "periods to run (when duration_s is not set)", _between(1, 1_000_000),
+                         unit="periods"),
         "threads": _CAL_THREADS,
         "cycle_s": _CAL_CYCLE,
     }),
@@ -277,14 +325,17 @@ CALIBRATION: dict[str, tuple[str, dict[str, _Param]]] = {
     "gpu-stress": ("back-to-back matrix multiplications on a CUDA GPU at a target utilisation (phase stress)", {
         "duration_s": _CAL_DURATION,
         "utilisation": _CAL_UTIL,
-        "size": _Param(4096, int, "matrix side (n x n)", _between(16, 32768)),
-        "dtype": _Param("float16", str, "float16, bfloat16 or float32", _one_of("float16", "bfloat16", "float32")),
-        "device": _Param("cuda", str, "cuda or cuda:N", lambda v: None if re.fullmatch(r"cuda(:\d+)?", v) else "must be cuda or cuda:N"),
+        "size": _Param(4096, int, "matrix side n (n x n matrices)", _between(16, 32768), unit="elements"),
+        "dtype": _Param("float16", str, "element type of the matrices", _one_of("float16", "bfloat16", "float32")),
+        "device": _Param("cuda", str, "the GPU to load",
+                         lambda v: None if re.fullmatch(r"cuda(:\d+)?", v) else "must be cuda or cuda:N",
+                         allowed="cuda | cuda:N"),
         "cycle_s": _CAL_CYCLE,
     }),
     "memory-stress": ("memory-bandwidth load: workers copy buffers back and forth (phase stress)", {
         "duration_s": _CAL_DURATION,
-        "bytes": _Param(268435456, int, "total buffer size, bytes (256M, 1G accepted)", parse=parse_buffer_bytes),
+        "bytes": _Param(268435456, int, "total buffer size (256M, 1G accepted)", parse=parse_buffer_bytes,
+                        unit="bytes", allowed=f"[1, {MAX_BYTES}] (half the memory)"),
         "threads": _CAL_THREADS,
         "utilisation": _CAL_UTIL,
         "cycle_s": _CAL_CYCLE,
@@ -319,7 +370,8 @@ def _cnn_table(name: str) -> dict[str, _Param]:
     table = {**_COMMON, **_CNN}
     preset = CNN_PRESETS.get(name, {})
     size = preset.get("image_size", 224 if name.startswith(("vit_", "swin", "maxvit")) else 32)
-    table["image_size"] = _Param(size, int, "input height and width, px", _between(preset.get("min_size", 8), 1024))
+    table["image_size"] = dataclasses.replace(table["image_size"], default=size,
+                                              check=_between(preset.get("min_size", 8), 1024))
     for key in ("optimizer", "lr"):
         if key in preset:
             table[key] = dataclasses.replace(table[key], default=preset[key])
@@ -363,7 +415,23 @@ def get(name: str) -> WorkloadSpec:
         params={k: p.default for k, p in table.items()},
         category=category,
         help={k: p.help for k, p in table.items()},
+        units={k: p.unit for k, p in table.items()},
     )
+
+
+def _allowed(p: _Param) -> str:
+    text = p.allowed or getattr(p.check, "allowed", None) or ("true | false" if p.type is bool else "any")
+    return f"{text} or none" if p.default is None or p.nullable else text
+
+
+def parameters(name: str) -> list[ParamInfo]:
+    """Every ``-p`` parameter of workload ``name``: type, default, unit, allowed range, meaning.
+
+    The one source of what ``calibrate workloads`` shows; raises :class:`UnknownWorkload`.
+    """
+    _category, _description, table = _table(name)
+    return [ParamInfo(name=k, type=p.type.__name__, default=p.default, unit=p.unit, range=_allowed(p),
+                      meaning=p.help) for k, p in table.items()]
 
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

@@ -369,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="the whole flow on this machine, no hardware")
-    d.add_argument("--duration", type=float, default=None, metavar="S", help="training time (s, default 90)")
-    d.add_argument("--workload", default=None, help="demo load (default vgg16 if torch is installed, else square)")
+    d.add_argument("--duration", type=float, default=None, metavar="S", help="cap on the training (s, default 90; the demo's ResNet-18 ends after 3 epochs, about 20-40 s on 2 cores)")
+    d.add_argument("--workload", default=None, help="demo load (default resnet18 if torch is installed, else square; see `calibrate workloads`)")
     d.add_argument("--out", metavar="DIR", help="session folder (default: a new one under sessions/)")
     d.add_argument("--baseline", type=float, default=10.0, metavar="S", help="idle baseline before and after (s, default 10)")
     _add_progress_opts(d)

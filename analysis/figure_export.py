@@ -14,12 +14,16 @@ import csv
 import hashlib
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.session_format import check_path_component, safe_name, write_text_atomic
+from analysis.session_format import (
+    check_path_component,
+    safe_name,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 __all__ = ["FIGURES_DIR", "MARKER", "FigureFolder", "pairs_csv", "slug"]
 
@@ -116,17 +120,7 @@ class FigureFolder:
             return None  # someone else's: never overwritten
         if name not in self.previous and name not in self.written:
             self._save_marker(extra=name)  # listed before it exists: a crash leaves nothing unowned
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        tmp = self.path / f".{name}.{os.getpid()}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_atomic(target, content.encode("utf-8") if isinstance(content, str) else content)
         if name not in self.written:
             self.written.append(name)
         return f"{FIGURES_DIR}/{name}"

@@ -151,19 +151,24 @@ def create_exclusive(path: Path | str, buffering: int = -1):  # noqa: ANN201 - a
     return os.fdopen(fd, "a", buffering=buffering)
 
 
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` via a new temporary file, fsync and a rename: a reader (or a
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a new temporary file, fsync and a rename: a reader (or a
     full disk) never sees half a file, and a symlink at ``path`` is replaced, not followed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with create_exclusive(tmp) as fh:
-            fh.write(text)
+        with os.fdopen(os.open(tmp, _NEW_FILE, 0o644), "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path | str, data: Any) -> None:

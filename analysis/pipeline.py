@@ -58,20 +58,22 @@ def pick_reference(data: SessionData, requested: str | None = None) -> str:
     ValueError (one line) when no measured channel is there to default to.
     """
     ids = list(data.channels)
+
+    def channel_named(name: str) -> str | None:  # a channel id, or a meter with one channel
+        if name in data.channels:
+            return name
+        matches = [c for c in ids if data.channels[c].meter == name]
+        return matches[0] if len(matches) == 1 else None
+
     if requested:
-        if requested in data.channels:
-            return requested
-        matches = [c for c in ids if data.channels[c].meter == requested]
-        if len(matches) == 1:
-            return matches[0]
-        raise ValueError(f"no channel {requested!r} in this session; channels: {', '.join(ids)}")
+        found = channel_named(requested)
+        if found is None:
+            raise ValueError(f"no channel {requested!r} in this session; channels: {', '.join(ids)}")
+        return found
     manifest_ref = data.manifest.get("reference")
-    if manifest_ref and manifest_ref in data.channels:
-        return manifest_ref
-    if manifest_ref:
-        matches = [c for c in ids if data.channels[c].meter == manifest_ref]
-        if len(matches) == 1:
-            return matches[0]
+    found = channel_named(manifest_ref) if manifest_ref else None
+    if found is not None:
+        return found
     # the first wall meter in the order the meters were given (the manifest's order)
     order = [ch["id"] for m in data.manifest.get("meters", []) for ch in m.get("channels", [])]
     ids = [c for c in order if c in data.channels] + [c for c in ids if c not in order]

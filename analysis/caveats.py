@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.numbers import fmt_number
+
 __all__ = ["ALPHA", "MIN_WINDOWS", "NEAR_CONSTANT_CV", "Caveat", "accuracy_check", "bias_caveats",
            "calibration_caveats", "codes", "messages", "near_constant", "reading_step",
            "reference_caveats", "sample_size_caveats", "window_caveats"]
@@ -54,7 +56,7 @@ def codes(caveats: list[Caveat]) -> list[str]:
 
 
 def _g(v: float, digits: int = 3) -> str:
-    return f"{v:.{digits}g}"
+    return fmt_number(v, digits, style="g", grouping=False)
 
 
 # --------------------------------------------------------------------------- the reference

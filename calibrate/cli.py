@@ -386,11 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from calibrate.analysis_cli import add_analysis_commands
     from calibrate.campaign import add_campaign_command
+    from calibrate.multihost_cli import add_multihost_commands
+    from calibrate.ptd_shim import add_ptd_shim_command
     from calibrate.workloads_cli import add_workloads_command
 
     add_analysis_commands(sub)
     add_campaign_command(sub)
     add_workloads_command(sub)
+    add_multihost_commands(sub)
+    add_ptd_shim_command(sub)
     return p
 
 

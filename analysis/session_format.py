@@ -5,6 +5,8 @@ A session folder holds::
     session.json        manifest: format, status, clock anchor, host, meters and channels, workload
     traces/<file>.csv   one file per channel: t_ns,rtt_ns,flag,<quantities...>
     events.jsonl        phase markers, metrics, meter faults: {"t_ns": ..., "kind": ..., ...}
+    clock/<host>.csv    multi-host sessions: every clock probe with one agent, t1_ns..t4_ns,status
+    hosts/<host>/       multi-host sessions: the agent's own complete session, as fetched
 
 This module holds every rule of that format -- file names, columns, what a ``flag``
 means, the manifest's schema, the writers and the readers -- and imports nothing of
@@ -54,6 +56,14 @@ FORMAT = "calibrate-session/1"
 MANIFEST_FILE = "session.json"
 EVENTS_FILE = "events.jsonl"
 TRACE_DIR = "traces"
+#: ``clock/<host>.csv``: every clock probe exchanged with one agent host (see ProbeWriter)
+CLOCK_DIR = "clock"
+#: ``hosts/<host>/``: the complete session an agent host recorded, fetched at the stop
+HOSTS_DIR = "hosts"
+PROBE_COLUMNS = ("t1_ns", "t2_ns", "t3_ns", "t4_ns", "status")
+#: Probe statuses: ``ok`` (all four stamps), or why the exchange failed (stamps left empty).
+PROBE_STATUSES = ("ok", "timeout", "refused", "disconnected", "garbage", "error")
+MAX_PROBES = 10_000_000
 BASE_COLUMNS = ("t_ns", "rtt_ns", "flag")
 
 #: Codes of fault rows (no values).  A driver's MeterReadError code is one of the first six.
@@ -305,6 +315,61 @@ class EventWriter(AppendFile):
             self._write(line)
 
 
+class ProbeWriter(AppendFile):
+    """Appends clock probes to ``clock/<host>.csv``, each line flushed at once: a probe is
+    evidence, and a failed one (status not ``ok``, stamps empty) is kept as well."""
+
+    def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
+        super().__init__(path, 1, on_error)
+        self._fh.write(",".join(PROBE_COLUMNS) + "\n")
+        self.rows = 0
+
+    def write(self, t1_ns: int | None, t2_ns: int | None = None, t3_ns: int | None = None,
+              t4_ns: int | None = None, status: str = "ok") -> None:
+        status = status if status in PROBE_STATUSES else "error"
+        stamps = (t1_ns, t2_ns, t3_ns, t4_ns) if status == "ok" else (t1_ns, None, None, None)
+        line = ",".join("" if v is None else str(int(v)) for v in stamps) + f",{status}\n"
+        with self._lock:
+            if self._write(line):
+                self.rows += 1
+
+
+def probe_path(folder: Path | str, host: str) -> Path:
+    """Where the probes with agent ``host`` live in a session folder."""
+    return Path(folder) / CLOCK_DIR / f"{check_path_component(host, 'host name')}.csv"
+
+
+def read_probes(path: Path | str) -> tuple[list[tuple[int, int, int, int]], dict[str, int]]:
+    """The ``ok`` probes of a probe file as (t1, t2, t3, t4) ns tuples, and the count of
+    rows by status (a torn last line and malformed rows are counted as ``garbage``).
+    SessionError if the file is not a probe file."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        raise SessionError(f"{path}: not a regular file")
+    lines = _read_lines(path).splitlines()
+    if not lines or tuple(lines[0].split(",")) != PROBE_COLUMNS:
+        raise SessionError(f"{path}: header must be {','.join(PROBE_COLUMNS)}")
+    if len(lines) > MAX_PROBES + 1:
+        raise SessionError(f"{path}: more than {MAX_PROBES} probes")
+    ok: list[tuple[int, int, int, int]] = []
+    counts: dict[str, int] = {}
+    for line in lines[1:]:
+        cells = line.split(",")
+        status = cells[-1] if len(cells) == 5 and cells[-1] in PROBE_STATUSES else "garbage"
+        if status == "ok":
+            try:
+                stamps = tuple(int(c) for c in cells[:4])
+            except ValueError:
+                status = "garbage"
+            else:
+                if all(abs(v) <= MAX_ABS_NS for v in stamps):
+                    ok.append(stamps)  # type: ignore[arg-type]
+                else:
+                    status = "garbage"
+        counts[status] = counts.get(status, 0) + 1
+    return ok, counts
+
+
 # --------------------------------------------------------------------------- manifest
 MAX_ABS_NS = 2**63 - 1
 
@@ -360,6 +425,15 @@ class WorkloadEntry(_Part):
     result: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
 
 
+class HostEntry(_Part):
+    """One agent host of a multi-host session: its clock fit maps its stamps onto ours."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,79}$")]
+    address: Text | None = None
+    status: Annotated[str, Field(max_length=64)] = "unknown"
+    clock_fit: dict[str, Any] | None = None
+
+
 class Manifest(_Part):
     """The schema of ``session.json`` (the keys the analysis reads; others are kept)."""
 
@@ -372,6 +446,7 @@ class Manifest(_Part):
     workload: Annotated[WorkloadEntry, BeforeValidator(_none_is_empty)] = WorkloadEntry()
     recorder: dict[str, Any] | None = None
     notes: Text | None = None
+    hosts: Annotated[list[HostEntry], Field(max_length=256), BeforeValidator(lambda v: [] if v is None else v)] = []
 
 
 def validate_manifest(manifest: Any, where: str = MANIFEST_FILE) -> dict[str, Any]:

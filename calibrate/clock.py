@@ -8,8 +8,18 @@ as the tightest of a few bracketed reads, so stamps can be shown as wall-clock t
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+#: Test-only: ``"OFFSET_S,DRIFT_PPM"`` makes an agent's session clock run offset and skewed
+#: from CLOCK_MONOTONIC, so a multi-host merge can be checked against a known truth on one
+#: machine.  It is recorded in the agent's manifest and announced on stderr.
+TEST_CLOCK_ENV = "CALIBRATE_TEST_CLOCK"
+MAX_TEST_OFFSET_S = 1e6
+MAX_TEST_DRIFT_PPM = 1000.0
 
 
 @dataclass(frozen=True)
@@ -26,13 +36,53 @@ class ClockAnchor:
         return asdict(self)
 
 
-def take_anchor(tries: int = 7) -> ClockAnchor:
-    """Pair monotonic and UTC clocks; keeps the tightest bracket of ``tries`` reads."""
+class SkewedClock:
+    """CLOCK_MONOTONIC offset by ``offset_s`` and running ``drift_ppm`` fast (ns): stands in
+    for another host's clock in tests and demos (see TEST_CLOCK_ENV)."""
+
+    def __init__(self, offset_s: float, drift_ppm: float, base: Callable[[], int] = time.monotonic_ns) -> None:
+        if not (abs(offset_s) <= MAX_TEST_OFFSET_S and abs(drift_ppm) <= MAX_TEST_DRIFT_PPM):
+            raise ValueError(f"test clock offset must be within +-{MAX_TEST_OFFSET_S:g} s and drift "
+                             f"within +-{MAX_TEST_DRIFT_PPM:g} ppm")
+        self.offset_ns = int(round(offset_s * 1e9))
+        self.drift_ppm = float(drift_ppm)
+        self.base = base
+
+    def __call__(self) -> int:
+        return self.from_monotonic(self.base())
+
+    def from_monotonic(self, m: int) -> int:
+        """This clock's reading at CLOCK_MONOTONIC ``m`` (ns): for push meters, whose
+        drivers stamp their readings with CLOCK_MONOTONIC themselves."""
+        return m + self.offset_ns + round(self.drift_ppm * 1e-6 * m)
+
+    def to_json(self) -> dict[str, float]:
+        return {"offset_s": self.offset_ns / 1e9, "drift_ppm": self.drift_ppm}
+
+
+def clock_from_env(env: dict[str, str] | None = None) -> tuple[Callable[[], int], SkewedClock | None]:
+    """The session clock a process should use: CLOCK_MONOTONIC, or a SkewedClock when
+    TEST_CLOCK_ENV is set (then also returned, to be recorded).  ValueError if malformed."""
+    spec = (os.environ if env is None else env).get(TEST_CLOCK_ENV, "").strip()
+    if not spec:
+        return time.monotonic_ns, None
+    try:
+        off, drift = (float(x) for x in spec.split(","))
+    except ValueError:
+        raise ValueError(f"{TEST_CLOCK_ENV} must be 'OFFSET_S,DRIFT_PPM', got {spec[:40]!r}") from None
+    clock = SkewedClock(off, drift)
+    print(f"calibrate: test clock in use ({TEST_CLOCK_ENV}={off:g} s,{drift:g} ppm): "
+          "stamps are deliberately wrong", file=sys.stderr)
+    return clock, clock
+
+
+def take_anchor(tries: int = 7, clock: Callable[[], int] = time.monotonic_ns) -> ClockAnchor:
+    """Pair the session clock and UTC; keeps the tightest bracket of ``tries`` reads."""
     best: ClockAnchor | None = None
     for _ in range(tries):
-        a = time.monotonic_ns()
+        a = clock()
         u = time.time_ns()
-        b = time.monotonic_ns()
+        b = clock()
         cand = ClockAnchor(monotonic_ns=(a + b) // 2, utc_ns=u, uncertainty_ns=(b - a + 1) // 2)
         if best is None or cand.uncertainty_ns < best.uncertainty_ns:
             best = cand

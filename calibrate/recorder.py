@@ -132,6 +132,8 @@ class Recorder:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.events = events
         self.clock = clock
+        # push meters stamp readings with CLOCK_MONOTONIC; a test clock maps them onto itself
+        self._from_monotonic: Callable[[int], int] | None = getattr(clock, "from_monotonic", None)
         self.states: dict[str, MeterState] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -420,6 +422,8 @@ class Recorder:
             t1 = self.clock()
             if reading.t_ns is not None:
                 t_ns, rtt_ns = reading.t_ns, reading.rtt_ns or 0
+                if self._from_monotonic is not None:
+                    t_ns = self._from_monotonic(t_ns)
             else:
                 t_ns, rtt_ns = midpoint(t0, t1)
             for ch_id, values in reading.values.items():

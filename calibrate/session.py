@@ -97,7 +97,9 @@ class Session:
     def __init__(self, meters: Sequence[str | Meter], out: str | Path | None = None,
                  workload: dict[str, Any] | None = None, reference: str | None = None,
                  uris: Sequence[str] | None = None, notes: str | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.clock = clock  # the session clock (ns); CLOCK_MONOTONIC but in tests of other hosts
         self.meters: list[Meter] = [make_meter(m) if isinstance(m, str) else m for m in meters]
         self.uris = list(uris) if uris is not None else [m if isinstance(m, str) else m.kind for m in meters]
         label = (workload or {}).get("name", "session")
@@ -122,7 +124,8 @@ class Session:
         Recorder.check_names(self.meters)  # before anything is created on disk
         made_dir = claim_folder(self.path)  # FileExistsError unless new or empty
         self.events = EventWriter(self.path / EVENTS_FILE, on_error=self._write_failed)
-        self.recorder = Recorder(self.meters, self.path, self.events, on_write_error=self._write_failed)
+        self.recorder = Recorder(self.meters, self.path, self.events, on_write_error=self._write_failed,
+                                 clock=self.clock)
         self._reserve()
         try:
             self.recorder.open_all()
@@ -136,7 +139,7 @@ class Session:
                 except OSError:
                     pass
             raise
-        self.anchor = take_anchor()
+        self.anchor = take_anchor(clock=self.clock)
         self.start_ns = self.anchor.monotonic_ns
         self.status = "recording"
         self.write_manifest()
@@ -150,7 +153,7 @@ class Session:
         self.mark("session_end", status=status)
         assert self.recorder is not None and self.events is not None
         self.recorder.stop()
-        self.end_ns = time.monotonic_ns()
+        self.end_ns = self.clock()
         if self.failure:
             status = "failed"
             self.extra["failure"] = self.failure
@@ -208,7 +211,7 @@ class Session:
         """Record an event now (or at ``t_ns``, ns on the session clock)."""
         if self.events is None:
             raise RuntimeError("session not started")
-        self.events.write({"t_ns": t_ns if t_ns is not None else time.monotonic_ns(), "kind": kind, **fields})
+        self.events.write({"t_ns": t_ns if t_ns is not None else self.clock(), "kind": kind, **fields})
 
     def begin(self, phase: str, **fields: Any) -> None:
         self.mark("phase_start", phase=phase, **fields)

@@ -72,7 +72,7 @@ def from_uri(uri: Any) -> Meter:
     kind = uri.target
     cls = simulator_class(kind)
     opts: dict[str, Any] = {}
-    for key in ("signal", "faults"):
+    for key in ("signal", "faults", "timebase"):
         if key in uri.options:
             opts[key] = uri.take(key)
     if "seed" in uri.options:

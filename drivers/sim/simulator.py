@@ -11,6 +11,9 @@ from drivers.base import MeterConfigError
 from drivers.sim.faults import FaultPlan
 from drivers.sim.signals import PowerSignal, make_signal
 
+#: ``start``: the signal's t=0 is the simulator's start; ``machine``: CLOCK_MONOTONIC's zero.
+TIMEBASES = ("start", "machine")
+
 
 class Simulator(ABC):
     """Base of every simulator: a power signal, an energy integrator and a fault plan.
@@ -24,24 +27,29 @@ class Simulator(ABC):
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, signal: str | PowerSignal | None = None, faults: str | FaultPlan | None = None,
-                 seed: int | None = None, **opts: Any) -> None:
+                 seed: int | None = None, timebase: str = "start", **opts: Any) -> None:
         self.signal: PowerSignal = signal if callable(signal) else make_signal(signal)
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults, seed=seed)
         unknown = set(opts) - set(self.options)
         if unknown:
             raise MeterConfigError(
                 f"sim:{self.kind}: unknown option(s) {', '.join(sorted(unknown))}; "
-                f"known: signal, faults, seed{''.join(', ' + k for k in self.options)}"
+                f"known: signal, faults, seed, timebase{''.join(', ' + k for k in self.options)}"
             )
         self.opts = {**self.options, **opts}
-        self.t0 = time.monotonic()
+        if timebase not in TIMEBASES:
+            raise MeterConfigError(f"sim:{self.kind}: timebase must be one of {', '.join(TIMEBASES)}")
+        self.timebase = timebase
+        # "machine": the signal runs on CLOCK_MONOTONIC itself, so simulators in different
+        # processes of one machine (agents on one bench) play the same signal at the same instant
+        self.t0 = 0.0 if timebase == "machine" else time.monotonic()
         self._lock = threading.Lock()
-        self._last_t = 0.0
+        self._last_t = self.now()
         self._energy_j = 0.0
-        self._last_p = self.signal(0.0)
+        self._last_p = self.signal(self._last_t)
 
     def now(self) -> float:
-        """Seconds since the simulator started."""
+        """Seconds since the simulator started (``timebase=machine``: CLOCK_MONOTONIC, s)."""
         return time.monotonic() - self.t0
 
     def power_w(self) -> float:

@@ -193,7 +193,8 @@ def _as_array(probes: Iterable[Probe] | np.ndarray) -> np.ndarray:
     if isinstance(probes, np.ndarray):
         arr = np.asarray(probes, dtype=np.int64)
     else:
-        arr = np.array([(p.t1_ns, p.t2_ns, p.t3_ns, p.t4_ns) for p in probes], dtype=np.int64)
+        arr = np.array([(p.t1_ns, p.t2_ns, p.t3_ns, p.t4_ns) if isinstance(p, Probe) else tuple(p)
+                        for p in probes], dtype=np.int64)
     if arr.size == 0:
         return arr.reshape(0, 4)
     if arr.ndim != 2 or arr.shape[1] != 4:
@@ -212,11 +213,12 @@ def min_rtt_mask(rtt: np.ndarray, keep_fraction: float, bin_size: int = FILTER_B
     return keep
 
 
-def fit_clock(probes: Sequence[Probe] | np.ndarray, keep_fraction: float = 0.5,
+def fit_clock(probes: Sequence[Probe] | Sequence[tuple[int, int, int, int]] | np.ndarray, keep_fraction: float = 0.5,
               wander_ppm: float = DEFAULT_WANDER_PPM) -> ClockFit:
     """Fit offset and drift of an agent clock from its probes (see the module doc).
 
-    ``probes``: :class:`Probe` objects or an (n, 4) int array of t1..t4 (ns), in any order.
+    ``probes``: :class:`Probe` objects, (t1, t2, t3, t4) tuples or an (n, 4) int array
+    (ns), in any order.
     ValueError if none is valid.  One used probe gives an offset with no drift and a
     warning; two give a line with no interval.
     """

@@ -154,11 +154,11 @@ def json_safe(obj: Any) -> Any:
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def create_exclusive(path: Path | str, buffering: int = -1):  # noqa: ANN201 - a text file object
-    """Open a new file for appending text; FileExistsError if anything (a file, a symlink)
-    is already there, so a writer never appends to or follows what it did not create."""
+def create_exclusive(path: Path | str, buffering: int = -1, binary: bool = False):  # noqa: ANN201 - a file object
+    """Open a new file for appending text (or bytes); FileExistsError if anything (a file, a
+    symlink) is already there, so a writer never appends to or follows what it did not create."""
     fd = os.open(path, _NEW_FILE | os.O_APPEND, 0o644)
-    return os.fdopen(fd, "a", buffering=buffering)
+    return os.fdopen(fd, "ab" if binary else "a", buffering=buffering)
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:

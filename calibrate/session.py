@@ -38,6 +38,7 @@ from typing import Any
 from analysis.session_format import EVENTS_FILE, FORMAT, EventWriter, claim_folder, write_manifest
 from calibrate.clock import ClockAnchor, take_anchor
 from calibrate.recorder import Recorder
+from calibrate.remote import RemoteHosts, is_agent_uri
 from drivers.base import Meter
 from drivers.registry import make_meter
 
@@ -100,8 +101,13 @@ class Session:
                  on_failure: Callable[[str], None] | None = None,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.clock = clock  # the session clock (ns); CLOCK_MONOTONIC but in tests of other hosts
+        agents = [m for m in meters if is_agent_uri(m)]
+        meters = [m for m in meters if not is_agent_uri(m)]
+        #: the agents on other hosts (``agent://`` meters), or None
+        self.remote = RemoteHosts(agents, clock=clock) if agents else None
         self.meters: list[Meter] = [make_meter(m) if isinstance(m, str) else m for m in meters]
-        self.uris = list(uris) if uris is not None else [m if isinstance(m, str) else m.kind for m in meters]
+        self.uris = ([u for u in uris if not is_agent_uri(u)] if uris is not None
+                     else [m if isinstance(m, str) else m.kind for m in meters])
         label = (workload or {}).get("name", "session")
         self.path = Path(out) if out else new_session_dir(label=label)
         self.workload: dict[str, Any] = dict(workload or {})
@@ -122,7 +128,15 @@ class Session:
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> Session:
         Recorder.check_names(self.meters)  # before anything is created on disk
-        made_dir = claim_folder(self.path)  # FileExistsError unless new or empty
+        if self.remote is not None:
+            self.remote.connect()  # UsageError (one line) before anything is recorded
+        try:
+            made_dir = claim_folder(self.path)  # FileExistsError unless new or empty
+        except BaseException:
+            if self.remote is not None:
+                for link in self.remote.links:
+                    link.client.close()
+            raise
         self.events = EventWriter(self.path / EVENTS_FILE, on_error=self._write_failed)
         self.recorder = Recorder(self.meters, self.path, self.events, on_write_error=self._write_failed,
                                  clock=self.clock)
@@ -145,6 +159,9 @@ class Session:
         self.write_manifest()
         self.recorder.start()
         self.mark("session_start")
+        if self.remote is not None:
+            self.remote.start(self.path, self.path.name, self.workload, self.events.write)
+            self.write_manifest()
         return self
 
     def stop(self, status: str = "complete") -> None:
@@ -154,6 +171,11 @@ class Session:
         assert self.recorder is not None and self.events is not None
         self.recorder.stop()
         self.end_ns = self.clock()
+        if self.remote is not None:
+            try:
+                self.remote.finish(status)
+            except Exception as exc:  # the local session must close whatever an agent did
+                self.extra["remote_error"] = f"{type(exc).__name__}: {exc}"[:300]
         if self.failure:
             status = "failed"
             self.extra["failure"] = self.failure
@@ -211,7 +233,10 @@ class Session:
         """Record an event now (or at ``t_ns``, ns on the session clock)."""
         if self.events is None:
             raise RuntimeError("session not started")
-        self.events.write({"t_ns": t_ns if t_ns is not None else self.clock(), "kind": kind, **fields})
+        event = {"t_ns": t_ns if t_ns is not None else self.clock(), "kind": kind, **fields}
+        self.events.write(event)
+        if self.remote is not None and self.remote.links:
+            self.remote.on_mark(event)
 
     def begin(self, phase: str, **fields: Any) -> None:
         self.mark("phase_start", phase=phase, **fields)
@@ -243,7 +268,8 @@ class Session:
             "meters": [
                 {"uri": uri, **m.describe(), "channels": [c.to_json() for c in m.channels]}
                 for uri, m in zip(self.uris, self.meters)
-            ],
+            ] + (self.remote.meters if self.remote is not None else []),
+            **({"hosts": self.remote.describe()} if self.remote is not None else {}),
             "workload": self.workload,
             "recorder": self.recorder.summary() if self.recorder and self.end_ns else None,
             "notes": self.notes,

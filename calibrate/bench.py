@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from calibrate.errors import UsageError
 from calibrate.recorder import LiveMeter
+from calibrate.remote import is_agent_uri
 from calibrate.session import Session
 from calibrate.workload_process import (
     WorkloadProgress,
@@ -249,7 +250,7 @@ def wait_past(session: Session, t_ns: int, stop: threading.Event) -> None:
     """Keep recording until every connected meter has a good reading stamped after ``t_ns``
     (ns), so the last phase is covered to its end; at most 2 intervals each, TRAIL_MAX_S."""
     assert session.recorder is not None
-    limit = min(TRAIL_MAX_S, max(2 * m.interval_s for m in session.meters) + 0.5)
+    limit = min(TRAIL_MAX_S, max((2 * m.interval_s for m in session.meters), default=0.0) + 0.5)
     end = time.monotonic() + limit
     while time.monotonic() < end and not stop.is_set():
         live = {m.name: m.connected for m in session.recorder.live()}
@@ -382,19 +383,28 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
     reporter = reporter or BenchReporter()
     stop = stop or threading.Event()
     workload = plan.check()
-    meters = build_meters(plan.meters)
-    names = [m.name for m in meters]
     ref = plan.reference
-    if ref and ref not in names and not any(ref.startswith(n + ".") for n in names):
-        for m in meters:
-            m.release()
-        raise UsageError(f"--reference {ref!r} is none of the meters ({', '.join(names)})")
+    agents = [u for u in plan.meters if is_agent_uri(u)]
+    meters = build_meters([u for u in plan.meters if not is_agent_uri(u)])
+
     def failed(reason: str) -> None:  # a full disk: stop the workload, keep what was written
         stop.set()
 
-    session = Session(meters, out=plan.out, uris=list(plan.meters), reference=ref,
+    session = Session([*meters, *agents], out=plan.out, uris=list(plan.meters), reference=ref,
                       workload={"name": workload.name, "parameters": workload.params, "argv": workload.argv},
                       on_failure=failed)
+    try:
+        if session.remote is not None:
+            session.remote.connect()  # an unreachable agent: one line, nothing recorded
+        names = [m.name for m in meters] + (session.remote.meter_names() if session.remote else [])
+        if ref and ref not in names and not any(ref.startswith(n + ".") for n in names):
+            raise UsageError(f"--reference {ref!r} is none of the meters ({', '.join(names)})")
+    except BaseException:
+        for m in meters:
+            m.release()
+        for link in session.remote.links if session.remote else []:
+            link.client.close()
+        raise
     try:
         session.start()
     except FileExistsError as exc:
@@ -463,7 +473,7 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
             cooldown(session, idle_w, plan.cooldown_tolerance, plan.cooldown_max_s, stop, ref, progress)
             sampled_idle(session, "baseline-after", plan.baseline_s if not stop.is_set() else 0, stop, ref,
                          progress)
-            wait_past(session, time.monotonic_ns(), stop)  # every meter's last reading covers the end
+            wait_past(session, session.clock(), stop)  # every meter's last reading covers the end
             if session.failure:
                 status = "failed"
             elif stop.is_set():

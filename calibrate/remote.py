@@ -112,11 +112,11 @@ class RemoteHosts:
     """The agents of one session (see module doc)."""
 
     def __init__(self, uris: Sequence[str], clock: Callable[[], int] = time.monotonic_ns,
-                 token: str | None = None, probe_every_s: float = PROBE_EVERY_S) -> None:
+                 token: str | None = None, probe_every_s: float | None = None) -> None:
         self.targets = parse_agent_uris(uris)
         self.clock = clock
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
-        self.probe_every_s = probe_every_s
+        self.probe_every_s = probe_every_s if probe_every_s is not None else PROBE_EVERY_S
         self.links: list[HostLink] = []
         self.records: list[HostMerge] = []
         self.meters: list[dict[str, Any]] = []  # merged meter entries (after finish)

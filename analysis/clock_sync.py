@@ -18,7 +18,10 @@ rejects the remaining outliers by a median absolute deviation rule, and fits one
 
     agent_ns = coord_ns + offset_ns + drift * (coord_ns - ref_ns)
 
-by least squares, with Student-t 95 % intervals on both coefficients.  Nothing is ever
+by least squares, with Student-t 95 % intervals on both coefficients.  The reported
+uncertainty adds, in quadrature, the worst bias unequal legs can give the line (each used
+probe is off by at most half its round trip) and the frequency wander over the time to
+the nearest probe.  Nothing is ever
 stepped: the fit is made afterwards, from all the evidence, and says how sure it is.
 Why our own code: NTP daemons discipline a clock live and do not expose an after-the-fact
 fit with intervals; this is a small weighted-free LSQ line on filtered probes.
@@ -95,7 +98,7 @@ class ClockFit:
     min_rtt_ns: int  # fastest round trip (ns)
     median_rtt_ns: float  # median round trip of the valid probes (ns)
     residual_sd_ns: float  # scatter of used probes about the line (ns)
-    asymmetry_bound_ns: float  # min_rtt / 2: the part no fit can remove (ns)
+    asymmetry_bound_ns: float  # bound on the bias unequal legs can give the line at ref_ns (ns)
     first_ns: int  # coordinator time of the first / last valid probe (ns)
     last_ns: int
     max_gap_s: float  # longest stretch between used probes (s)
@@ -106,6 +109,7 @@ class ClockFit:
     _sxx: float = field(default=0.0, repr=False)  # sum of squared (mid - ref - x_mean) (ns^2)
     _t95: float = field(default=math.inf, repr=False)
     _mids: tuple[int, ...] = field(default=(), repr=False)
+    _rtts: tuple[int, ...] = field(default=(), repr=False)  # round trips of the used probes (ns)
 
     # -- mapping -------------------------------------------------------------------
     @property
@@ -149,7 +153,18 @@ class ClockFit:
         else:
             near = 0
         wander = self.wander_ppm * 1e-6 * near
-        return math.sqrt(self.prediction_ci95_ns(coord_ns) ** 2 + self.asymmetry_bound_ns ** 2 + wander ** 2)
+        asym = self.asymmetry_bound_at(coord_ns)
+        return math.sqrt(self.prediction_ci95_ns(coord_ns) ** 2 + asym ** 2 + wander ** 2)
+
+    def asymmetry_bound_at(self, coord_ns: int) -> float:
+        """Bound on the line's bias at ``coord_ns`` from unequal legs (ns): each used probe's
+        offset is wrong by at most half its round trip, and the line at ``coord_ns`` is a
+        weighted sum of the probes' offsets, so the bias is at most sum |w_i| rtt_i / 2."""
+        if len(self._rtts) < 2 or self._sxx <= 0:
+            return self.asymmetry_bound_ns
+        x = np.asarray(self._mids, dtype=np.int64) - self.ref_ns
+        w = 1.0 / len(x) + (x - self._x_mean) * (float(coord_ns - self.ref_ns) - self._x_mean) / self._sxx
+        return float(np.dot(np.abs(w), np.asarray(self._rtts, dtype=np.float64)) / 2.0)
 
     def uncertainty_ns(self, start_ns: int | None = None, end_ns: int | None = None) -> float:
         """The largest :meth:`uncertainty_at` over ``[start_ns, end_ns]`` (default: the
@@ -213,7 +228,7 @@ def min_rtt_mask(rtt: np.ndarray, keep_fraction: float, bin_size: int = FILTER_B
     return keep
 
 
-def fit_clock(probes: Sequence[Probe] | Sequence[tuple[int, int, int, int]] | np.ndarray, keep_fraction: float = 0.5,
+def fit_clock(probes: Sequence[Probe] | Sequence[tuple[int, int, int, int]] | np.ndarray, keep_fraction: float = 0.25,
               wander_ppm: float = DEFAULT_WANDER_PPM) -> ClockFit:
     """Fit offset and drift of an agent clock from its probes (see the module doc).
 
@@ -283,9 +298,10 @@ def fit_clock(probes: Sequence[Probe] | Sequence[tuple[int, int, int, int]] | np
         offset_ns=float(theta0), drift_ppm=float(d) * 1e6, ref_ns=ref, offset_ci95_ns=float(off_ci),
         drift_ci95_ppm=float(drift_ci), n_probes=n_probes, n_valid=len(arr), n_used=n_used,
         min_rtt_ns=int(rtt.min()), median_rtt_ns=float(np.median(rtt)), residual_sd_ns=float(sd),
-        asymmetry_bound_ns=float(rtt.min()) / 2.0, first_ns=int(mid[0]), last_ns=int(mid[-1]),
+        asymmetry_bound_ns=float(np.mean(rtt[used])) / 2.0, first_ns=int(mid[0]), last_ns=int(mid[-1]),
         max_gap_s=max_gap, span_s=span_s, wander_ppm=wander_ppm, warnings=tuple(warnings),
-        _x_mean=float(x_mean), _sxx=float(sxx), _t95=t95, _mids=tuple(int(m) for m in used_mids))
+        _x_mean=float(x_mean), _sxx=float(sxx), _t95=t95, _mids=tuple(int(m) for m in used_mids),
+        _rtts=tuple(int(r) for r in rtt[used]))
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:

@@ -104,7 +104,7 @@ def test_gap_widens_uncertainty() -> None:
     gapped = probes[(mid < T0 + 60 * 10**9) | (mid > T0 + 180 * 10**9)]
     full, holed = fit_clock(probes), fit_clock(gapped)
     c = T0 + 120 * 10**9
-    assert holed.uncertainty_at(c) > 2 * full.uncertainty_at(c)
+    assert holed.uncertainty_at(c) > 1.5 * full.uncertainty_at(c)
     assert holed.max_gap_s > 100 and any("without a usable probe" in w for w in holed.warnings)
     assert holed.uncertainty_ns() >= holed.uncertainty_at(c) * 0.99
 

@@ -357,6 +357,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     from analysis.importer import TraceSpec, import_traces
 
     warnings: list[str] = []
+    if bool(args.trace) == bool(args.power_dev):
+        raise UsageError("give either --trace NAME=FILE.csv (repeatable) or --power-dev DIR")
+    if args.power_dev:
+        from analysis.power_dev import import_power_dev
+
+        try:
+            out = import_power_dev(Path(args.power_dev), Path(args.out), warnings)
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+        print(f"imported MLPerf power-dev results into {out} (channel ptd; PTDaemon clock, UTC)")
+        for w in warnings:
+            print(f"warning: {w}")
+        return _import_report(args, out)
     try:
         specs = [TraceSpec.parse(t) for t in args.trace]
         names = {s.name for s in specs}
@@ -371,6 +384,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"imported {len(specs)} trace(s) into {out}")
     for w in warnings:
         print(f"warning: {w}")
+    return _import_report(args, out)
+
+
+def _import_report(args: argparse.Namespace, out: Path) -> int:
     if args.report:
         from analysis.report import write_report
 
@@ -386,7 +403,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     """Register import, fit, correct, characterize and compare on ``sub``."""
     im = sub.add_parser("import", help="make a session from external power traces (CSV), to analyse them")
-    im.add_argument("--trace", action="append", required=True, metavar="NAME=FILE.csv[@SCOPE[/SOURCE][:POWERCOL]]",
+    im.add_argument("--power-dev", metavar="DIR",
+                    help="import an MLPerf power-dev result folder instead: its PTDaemon sample logs (spl.txt) "
+                         "as wall channel ptd, a phase per mark, LoadGen's power_begin..power_end as power_window")
+    im.add_argument("--trace", action="append", metavar="NAME=FILE.csv[@SCOPE[/SOURCE][:POWERCOL]]",
                     help="a trace with a Unix-time column and a power (W) or energy (J) column; repeatable. "
                          "SCOPE: wall, system (default), package, core, uncore, dram, psys, gpu, cpu; SOURCE: "
                          "measured (default) or modelled; POWERCOL: this trace's power column (default --power-col), "

@@ -19,6 +19,13 @@
     workload = "cpu-stress"
     params = { duration_s = 20 }
 
+    [[campaign.hosts]]                         # optional: meters on other hosts (see
+    name = "node-b"                            #   calibrate.campaign_hosts): an agent placed
+    placement = "ssh"                          #   local, over ssh or by slurm, reached at
+    target = "lab@node-b"                      #   address; its channels are node-b.<meter>
+    address = "node-b:7710"
+    meters = ["serial:/dev/ttyUSB0?protocol=wattsup"]
+
     [[run]]
     workload = "resnet18"
     params = { epochs = 1, image_size = 32 }
@@ -38,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -46,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analysis.numbers import fmt_number
 from analysis.session_format import check_path_component, read_status, write_json_atomic
 from calibrate.bench import BenchPlan, run_bench
+from calibrate.campaign_hosts import CampaignHosts, HostSpec
 from calibrate.console import ConsoleReporter, print_result
 from calibrate.errors import UsageError
 
@@ -96,6 +105,15 @@ class CampaignSpec(_Schema):
     pue: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] | None = None
     out: Name | None = None
     warmup: WarmupSpec | None = None
+    hosts: Annotated[list[HostSpec], Field(max_length=64)] | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _distinct_hosts(cls, v: list[HostSpec] | None) -> list[HostSpec] | None:
+        names = [h.name for h in v or []]
+        if len(set(names)) != len(names):
+            raise ValueError("two hosts have the same name")
+        return v
 
 
 class PlanSpec(_Schema):
@@ -191,9 +209,11 @@ def make_order(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def run_plan(camp: dict[str, Any], run: dict[str, Any], out: Path | None = None) -> BenchPlan:
-    """The bench plan of one campaign run (``out``: its session folder)."""
-    return BenchPlan(meters=list(camp["meters"]), workload=run["workload"], params=dict(run.get("params", {})),
+def run_plan(camp: dict[str, Any], run: dict[str, Any], out: Path | None = None,
+             agents: Sequence[str] = ()) -> BenchPlan:
+    """The bench plan of one campaign run (``out``: its session folder; ``agents``: the
+    ``agent://`` URIs of the plan's hosts, as started)."""
+    return BenchPlan(meters=[*camp["meters"], *agents], workload=run["workload"], params=dict(run.get("params", {})),
                      command=run.get("command"), out=out, reference=camp.get("reference"),
                      baseline_s=float(camp.get("baseline_s", 10)), cooldown_max_s=float(camp.get("cooldown_max_s", 0)),
                      cooldown_tolerance=float(camp.get("cooldown_tolerance", 0.05)), window_s=camp.get("window_s"),
@@ -246,35 +266,37 @@ def run_campaign(plan_path: Path, resume: bool = False, quiet: bool = False) -> 
         except subprocess.TimeoutExpired:
             print("campaign: the warm-up overran its duration and was stopped", file=sys.stderr)
 
-    failures = 0
-    for it in state["order"]:
-        if it["status"] == "complete":
-            continue
-        session_dir = out / it["id"]
-        if session_dir.exists():  # an interrupted attempt: keep it aside, record again
-            n = 1
-            while (aside := out / f"{it['id']}.incomplete-{n}").exists():
-                n += 1
-            shutil.move(str(session_dir), str(aside))
-        bench_plan = run_plan(camp, plan["run"][it["run"]], session_dir)
-        print(f"campaign: {it['id']} ({sum(x['status'] == 'complete' for x in state['order']) + 1}/{len(state['order'])})",
-              flush=True)
-        it["status"] = "running"
-        write_json_atomic(state_path, state)
-        result = run_bench(bench_plan, ConsoleReporter(quiet=quiet))
-        rc = print_result(result)
-        if rc != 0:
-            it["why"] = failure_reason(result)
-        else:
-            it.pop("why", None)
-        if rc != 0 and read_status(session_dir) == "interrupted":
-            it["status"] = "interrupted"
+    agents = CampaignHosts([HostSpec.model_validate(h) for h in camp.get("hosts") or []])
+    with agents:  # started before the first run (one line and exit 2 if one cannot be), stopped after the last
+        failures = 0
+        for it in state["order"]:
+            if it["status"] == "complete":
+                continue
+            session_dir = out / it["id"]
+            if session_dir.exists():  # an interrupted attempt: keep it aside, record again
+                n = 1
+                while (aside := out / f"{it['id']}.incomplete-{n}").exists():
+                    n += 1
+                shutil.move(str(session_dir), str(aside))
+            bench_plan = run_plan(camp, plan["run"][it["run"]], session_dir, agents.uris())
+            print(f"campaign: {it['id']} ({sum(x['status'] == 'complete' for x in state['order']) + 1}/{len(state['order'])})",
+                  flush=True)
+            it["status"] = "running"
             write_json_atomic(state_path, state)
-            print(f"campaign interrupted; continue with: calibrate campaign {plan_path} --resume", file=sys.stderr)
-            return 1
-        it["status"] = "complete" if rc == 0 else "failed"
-        failures += rc != 0
-        write_json_atomic(state_path, state)
+            result = run_bench(bench_plan, ConsoleReporter(quiet=quiet))
+            rc = print_result(result)
+            if rc != 0:
+                it["why"] = failure_reason(result)
+            else:
+                it.pop("why", None)
+            if rc != 0 and read_status(session_dir) == "interrupted":
+                it["status"] = "interrupted"
+                write_json_atomic(state_path, state)
+                print(f"campaign interrupted; continue with: calibrate campaign {plan_path} --resume", file=sys.stderr)
+                return 1
+            it["status"] = "complete" if rc == 0 else "failed"
+            failures += rc != 0
+            write_json_atomic(state_path, state)
 
     from analysis.campaign_report import write_campaign_report
 

@@ -243,7 +243,7 @@ def test_partition_probes_resume_and_gap_widens_uncertainty(tmp_path, agents) ->
     gap = int(np.argmax(np.diff(mids)))
     in_gap = (mids[gap] + mids[gap + 1]) // 2
     # in the gap the uncertainty holds the frequency wander over the time to the nearest probe
-    base = math.hypot(fit.prediction_ci95_ns(in_gap), fit.asymmetry_bound_ns)
+    base = math.hypot(fit.prediction_ci95_ns(in_gap), fit.asymmetry_bound_at(in_gap))
     wander = fit.wander_ppm * 1e-6 * (mids[gap + 1] - mids[gap]) / 2
     assert wander > 100  # ns
     assert fit.uncertainty_at(in_gap) == pytest.approx(math.hypot(base, wander), rel=1e-6)

@@ -130,7 +130,7 @@ class SDMSimulator(Simulator):
         self._regs: dict[int, int] = {}
         self._next_update = 0.0
         self._e_last = 0.0
-        self._t_last = 0.0
+        self._t_last = self._last_t  # the integrator's own start (s; CLOCK_MONOTONIC with timebase=machine)
         self.requests = 0
 
     # -- the meter's registers ------------------------------------------------------------

@@ -233,7 +233,13 @@ class Session:
         """Record an event now (or at ``t_ns``, ns on the session clock)."""
         if self.events is None:
             raise RuntimeError("session not started")
-        event = {"t_ns": t_ns if t_ns is not None else self.clock(), "kind": kind, **fields}
+        self.record({"t_ns": t_ns if t_ns is not None else self.clock(), "kind": kind, **fields})
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Write an event that already has its ``t_ns`` and ``kind`` (the workload's own), and
+        forward it to the agents of other hosts (a phase boundary triggers a clock probe burst)."""
+        if self.events is None:
+            raise RuntimeError("session not started")
         self.events.write(event)
         if self.remote is not None and self.remote.links:
             self.remote.on_mark(event)

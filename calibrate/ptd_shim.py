@@ -15,7 +15,9 @@ Commands (lines ending CR LF; LF alone accepted) and replies:
 * ``RR`` -> ``Ranges,{AmpAuto},{AmpRange},{VoltAuto},{VoltRange}`` (-1 = unknown), as set
 * ``SR,V,{Auto|volts}``, ``SR,A,{Auto|amps}`` -> ``OK`` (remembered; the meter is not ranged)
 * ``Go,{interval_ms},{rampup},{mark}`` -> ``OK``: log one sample per interval, marked
-* ``Stop`` -> ``OK``; ``RL`` -> ``Last N samples`` then the N sample lines since the last RL
+* ``Stop`` -> ``OK``; ``RL`` -> ``Last N samples`` then the N sample lines since the last RL;
+  ``RL,*,*`` (multi-channel) -> ``Error: Invalid number of parameters``, so the director
+  falls back to ``RL`` as it does for a single-channel analyzer
 * ``Watts`` -> ``Watts,{w}``; ``Uncertainty`` -> ``Uncertainty,-1`` (not estimated)
 
 A sample line is ``Time,MM-DD-YYYY HH:MM:SS.fff,Watts,w,Volts,v,Amps,a,PF,pf,Mark,{mark}``
@@ -103,6 +105,11 @@ class PtdShim:
     def open(self) -> None:
         self.recorder.open_all()
         self.recorder.start()
+        # listen only once the meter has read (or given up): the director's first Go then
+        # logs values, not -1 for a meter that is merely starting
+        deadline = time.monotonic() + max(5.0, 3 * self.meter.interval_s + 2.0)
+        while time.monotonic() < deadline and not self.recorder.last_reading_ns().get(self.meter.name):
+            time.sleep(0.05)
         self._log = self.log_path.open("a", buffering=1)
         self._logger = threading.Thread(target=self._log_loop, daemon=True, name="ptd-log")
         self._logger.start()
@@ -202,6 +209,8 @@ class PtdShim:
             self._go.clear()
             return "OK"
         if cmd in ("RL", "DC-RL"):
+            if len(parts) > 1:  # RL,*,* asks a multi-channel analyzer; the director then falls back to RL
+                return "Error: Invalid number of parameters (one channel)"
             with self._lock:
                 lines, self._recent = self._recent, []
             return "\r\n".join([f"Last {len(lines)} samples", *lines])

@@ -69,6 +69,7 @@ def test_director_handshake_and_logging(shim) -> None:
     time.sleep(1.5)
     watts = shim.cmd("Watts")
     assert re.fullmatch(r"Watts,\d+(\.\d+)?", watts) and float(watts.split(",")[1]) > 0
+    assert "Invalid number of parameters" in shim.cmd("RL,*,*")  # the director then falls back to RL
     head = shim.cmd("RL")
     n = int(re.fullmatch(r"Last (\d+) samples", head).group(1))
     lines = [shim.rfile.readline().decode().rstrip("\r\n") for _ in range(n)]

@@ -42,7 +42,8 @@ def _workload_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for flag, key in (("duration", "duration_s"), ("epochs", "epochs"), ("steps", "steps"),
                       ("batch_size", "batch_size"), ("image_size", "image_size"), ("device", "device"),
-                      ("seed", "seed")):
+                      ("seed", "seed"), ("nproc_per_node", "nproc_per_node"), ("nnodes", "nnodes"),
+                      ("node_rank", "node_rank"), ("rdzv_endpoint", "rdzv_endpoint"), ("backend", "backend")):
         v = getattr(args, flag, None)
         if v is not None:
             params[key] = v
@@ -325,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image-size", type=int, metavar="PX", help="CNN workloads: image side (pixels)")
     r.add_argument("--device", help="cpu, cuda, cuda:1, mps, auto")
     r.add_argument("--seed", type=int, help="random seed of the workload (data, initial weights)")
+    r.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="CNN workloads: train with N processes here, DistributedDataParallel under torchrun")
+    r.add_argument("--nnodes", type=int, metavar="M", help="CNN workloads: nodes in a distributed run (default 1)")
+    r.add_argument("--node-rank", type=int, metavar="R", help="CNN workloads: this node's rank, 0..M-1")
+    r.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="CNN workloads: rendezvous of a multi-node run (node 0's address, the same on every node)")
+    r.add_argument("--backend", choices=("auto", "gloo", "nccl"),
+                   help="CNN workloads: torch.distributed backend (default auto: nccl on cuda, else gloo)")
     r.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="other workload option (repeatable)")
     r.add_argument("--baseline", type=float, default=3.0, metavar="S", help="idle baseline before and after (s, default 3)")
     r.add_argument("--cooldown-max", type=float, default=0.0, metavar="S",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.session import Session
-from workloads.events import ENV_FD
+from workloads.events import ENV_FD, ENV_PARENT, ENV_PATH
 from workloads.process_group import ProcessTree, terminate_group, terminate_tree
 
 
@@ -424,7 +424,9 @@ def run_workload(session: Session, argv: Sequence[str], log_path: Path, stop: th
     run = WorkloadRun(list(argv))
     r, w = os.pipe()
     secret = secrets.token_hex(16)
-    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1", TREE_ENV: secret})
+    env = dict(os.environ, **{ENV_FD: str(w), "PYTHONUNBUFFERED": "1", TREE_ENV: secret,
+                              # for grandchildren (torchrun's workers), which do not inherit ``w``
+                              ENV_PATH: f"/proc/{os.getpid()}/fd/{r}", ENV_PARENT: str(os.getpid())})
     with log_path.open("ab") as log:
         if phase_name:
             session.begin(phase_name)

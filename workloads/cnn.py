@@ -11,6 +11,14 @@ evaluations), ``val_samples`` (images in the evaluation the accuracy comes from)
 learning rate from ``lr`` to 0 over the planned steps (``steps``, or ``epochs`` x steps per
 epoch, the fewer); warm-up steps use ``lr``.
 
+``nproc_per_node`` > 1 or ``nnodes`` > 1: the registry starts it under torchrun
+(``python -m torch.distributed.run``), one process per rank, DistributedDataParallel
+(:mod:`workloads.distributed`); each rank trains its shard of every epoch's batches and
+evaluates its shard of the validation set.  The figures in the metrics and the result are
+the run's (sums over the ranks; time: the slowest rank's), ``steps`` is per rank, and the
+result adds ``world_size`` and ``backend``.  Every rank's events carry ``rank`` and ``host``
+(:mod:`workloads.events`).
+
 torch and torchvision are imported inside functions only, so ``import workloads`` works
 without them.  Pretrained weights are never downloaded: ``weights`` names a local
 state_dict file (tensors whose shapes differ, such as a 1000-class head, are skipped).
@@ -30,6 +38,7 @@ import numpy as np
 
 from . import _stop, events
 from .data import load_dataset
+from .distributed import Dist
 from .events import Emit, phase
 from .registry import TORCH_HINT, validate_params
 
@@ -254,6 +263,8 @@ def train(
         if p["threads"]:
             torch.set_num_threads(p["threads"])
         device = torch.device(resolve_device(p["device"]))
+        dist = Dist(torch, p["backend"], device)  # under torchrun: joins the process group
+        device = dist.device
 
         def sync() -> None:
             if device.type == "cuda":
@@ -281,6 +292,7 @@ def train(
         if p["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         trainable = [q for q in model.parameters() if q.requires_grad]
+        net = dist.wrap(model)  # what trains (DDP when distributed); ``model`` evaluates
         lr = p["lr"] or (0.01 if p["optimizer"] == "sgd" else 0.001)
         if p["optimizer"] == "sgd":
             opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
@@ -325,7 +337,7 @@ def train(
         x, y = tr.get(idx)
         try:
             with autocast():
-                logits, loss = loss_of(model(x), y)
+                logits, loss = loss_of(net(x), y)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -346,13 +358,19 @@ def train(
         return loss.detach().float() * len(idx), (logits.detach().argmax(1) == y).sum()
 
     def limits_hit() -> str | None:
+        code = 0
         if stop.is_set():
-            return "signal"
-        if p["steps"] is not None and state["steps"] >= p["steps"]:
-            return "steps"
-        if p["duration_s"] is not None and time.monotonic() - t0 >= p["duration_s"]:
-            return "duration"
-        return None
+            code = 3
+        elif p["duration_s"] is not None and time.monotonic() - t0 >= p["duration_s"]:
+            code = 2
+        elif p["steps"] is not None and state["steps"] >= p["steps"]:
+            code = 1
+        code = dist.agree_max(code)  # every rank stops at the same step
+        return (None, "steps", "duration", "signal")[code]
+
+    def local_stop() -> bool:
+        """A stop that one process may act on alone (a distributed run agrees in limits_hit)."""
+        return stop.is_set() and not dist.active
 
     def evaluate(n: int) -> tuple[float, float] | None:
         model.eval()
@@ -362,8 +380,8 @@ def train(
         with phase(f"eval-{n}", emit=emit), torch.inference_mode():
             ts = time.perf_counter()
             try:
-                for idx in _batches(len(va), p["batch_size"], None):
-                    if stop.is_set():
+                for idx in dist.shard(_batches(len(va), p["batch_size"], None), trim=False):
+                    if local_stop():
                         return None
                     x, y = va.get(idx)
                     with autocast():
@@ -371,7 +389,9 @@ def train(
                     loss_sum += criterion(out.float(), y) * len(idx)
                     correct += (out.argmax(1) == y).sum()
                     seen += len(idx)
-                acc, loss = correct.item() / seen, loss_sum.item() / seen
+                c_all, l_all, n_all = dist.sums([float(correct.item()), float(loss_sum.item()), float(seen)])
+                seen = int(n_all)
+                acc, loss = c_all / seen, l_all / seen
             finally:
                 state["eval_s"] += time.perf_counter() - ts
                 state["val_images"] += seen
@@ -385,14 +405,14 @@ def train(
     warmup_s = measured_s = 0.0
     measured_images = epochs_done = 0
     reason = None
-    if p["warmup_steps"] and not stop.is_set():
+    if p["warmup_steps"] and not local_stop():
         set_train()
         with phase("warmup", emit=emit, steps=p["warmup_steps"]):
             ts = time.perf_counter()
             rng = np.random.default_rng([p["seed"], 0])
-            batches = _batches(len(tr), p["batch_size"], rng)
+            batches = dist.shard(_batches(len(tr), p["batch_size"], rng))
             for i in range(p["warmup_steps"]):
-                if stop.is_set():
+                if local_stop():
                     break
                 step(batches[i % len(batches)])
             sync()
@@ -408,7 +428,7 @@ def train(
         images = 0
         with phase(f"epoch-{epoch}", emit=emit):
             ts = time.perf_counter()
-            batches = _batches(len(tr), p["batch_size"], np.random.default_rng([p["seed"], epoch]))
+            batches = dist.shard(_batches(len(tr), p["batch_size"], np.random.default_rng([p["seed"], epoch])))
             done = 0
             for idx in batches:
                 l_sum, c = step(idx, state["steps"])
@@ -426,10 +446,13 @@ def train(
             epochs_done += done == len(batches)
             sync()
             dt = time.perf_counter() - ts
+            # distributed: the run's figures (images and sums over the ranks, the slowest rank's time)
+            all_images, all_loss, all_correct = dist.sums([float(images), float(loss_sum.item()), float(correct.item())])
+            (dt,) = dist.maxes([dt])
             measured_s += dt
-            measured_images += images
-            ips = images / dt if dt > 0 else 0.0
-            loss, acc = loss_sum.item() / max(images, 1), correct.item() / max(images, 1)
+            measured_images += int(all_images)
+            ips = all_images / dt if dt > 0 else 0.0
+            loss, acc = all_loss / max(all_images, 1), all_correct / max(all_images, 1)
             emit("metric", name="loss", value=loss, unit="", phase=f"epoch-{epoch}")
             emit("metric", name="accuracy", value=acc, unit="", phase=f"epoch-{epoch}")
             emit("metric", name="images_per_s", value=ips, unit="images/s", phase=f"epoch-{epoch}")
@@ -445,7 +468,7 @@ def train(
             evaluated_after = epoch
     if reason is None:
         reason = "epochs"
-    if reason != "signal" and epoch > 0 and evaluated_after != epoch and not stop.is_set():
+    if reason != "signal" and epoch > 0 and evaluated_after != epoch and not local_stop():
         got = evaluate(epoch)
         if got is not None:
             accuracy, val_loss = got
@@ -458,7 +481,7 @@ def train(
         "accuracy": accuracy,
         "val_loss": val_loss,
         "images_per_s": measured_images / measured_s if measured_s > 0 else None,
-        "samples_seen": state["seen"],
+        "samples_seen": int(dist.sums([float(state["seen"])])[0]),  # all ranks'
         "steps": state["steps"],
         "epochs_completed": epochs_done,
         "duration_s": time.monotonic() - t0,
@@ -476,7 +499,9 @@ def train(
         "image_size": p["image_size"],
         "batch_size": p["batch_size"],
         "num_classes": num_classes,
+        **dist.info(),
     }
+    dist.close()
     emit("result", **result)
     ips_text = f"{result['images_per_s']:.1f}" if result["images_per_s"] else "-"
     acc_text = f"{accuracy:.3f}" if accuracy is not None else "-"

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,6 +165,18 @@ def _check_dataset(v: str) -> str | None:
     return None
 
 
+_ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):(\d{1,5})$")
+
+
+def _check_endpoint(v: str | None) -> str | None:
+    if v is None:
+        return None
+    m = _ENDPOINT.fullmatch(v)
+    if not m or not 1 <= int(m.group(1)) <= 65535:
+        return "must be HOST:PORT (the rendezvous on node 0, port 1-65535)"
+    return None
+
+
 def _check_weights(v: str | None) -> str | None:
     if v is None or os.path.isfile(os.path.expanduser(v)):
         return None
@@ -264,6 +277,15 @@ _CNN: dict[str, _Param] = {
                          _between(1, 100_000), unit="epochs"),
     "warmup_steps": _Param(2, int, "training steps in the warmup phase, excluded from images/s", _between(0, 100_000),
                            unit="steps"),
+    "nproc_per_node": _Param(1, int, "training processes on this node; > 1 (or nnodes > 1): DistributedDataParallel "
+                                     "under torchrun, one shard of the data each", _between(1, 256), unit="processes"),
+    "nnodes": _Param(1, int, "nodes in the distributed run (each runs calibrate run with its node_rank)",
+                     _between(1, 1024), unit="nodes"),
+    "node_rank": _Param(0, int, "this node's rank, 0 .. nnodes-1", _between(0, 1023)),
+    "rdzv_endpoint": _Param(None, str, "HOST:PORT of the rendezvous on node 0 (None = this machine only)",
+                            _check_endpoint, nullable=True),
+    "backend": _Param("auto", str, "torch.distributed backend (auto: nccl on cuda, else gloo)",
+                      _one_of("auto", "gloo", "nccl")),
 }
 
 #: Per-model defaults that differ from the CNN defaults, and the smallest usable input (px).
@@ -535,6 +557,13 @@ def _combined_problem(p: dict[str, Any]) -> str | None:
             planned, what = p["cycles"] * p["period_s"], "cycles x period_s"
         if planned is not None and planned > MAX_DURATION_S:
             return f"{what} = {planned:g} s: must be <= {MAX_DURATION_S:g} s (7 days)"
+    if "nnodes" in p:
+        if p["node_rank"] >= p["nnodes"]:
+            return f"node_rank={p['node_rank']} must be < nnodes={p['nnodes']}"
+        if p["nnodes"] > 1 and not p["rdzv_endpoint"]:
+            return "nnodes > 1 needs rdzv_endpoint=HOST:PORT (node 0's address, the same on every node)"
+        if p["backend"] == "nccl" and not str(p.get("device", "")).startswith(("cuda", "auto")):
+            return "backend=nccl needs device=cuda (or auto); use gloo on cpu"
     if p.get("lr_schedule") == "cosine" and p.get("steps") is None and p.get("epochs") is None:
         return "lr_schedule=cosine needs steps or epochs (the planned length of the decay)"
     if "batch_size" in p and "image_size" in p:
@@ -545,8 +574,21 @@ def _combined_problem(p: dict[str, Any]) -> str | None:
     return None
 
 
+def distributed(params: dict[str, Any]) -> bool:
+    """Whether a CNN run is data-parallel over several processes (launched by torchrun)."""
+    return int(params.get("nproc_per_node", 1) or 1) > 1 or int(params.get("nnodes", 1) or 1) > 1
+
+
 def _argv(name: str, params: dict[str, Any], command: list[str] | None) -> list[str]:
     argv = [sys.executable, "-m", "workloads", name, "--params", json.dumps(params)]
+    if distributed(params):  # torchrun starts nproc_per_node workers, each `python -m workloads ...`
+        # one node: torchrun --standalone's rendezvous (a c10d store on a free port), pinned to 127.0.0.1
+        rdzv = (["--rdzv-backend", "c10d", "--rdzv-endpoint", params["rdzv_endpoint"]] if params.get("rdzv_endpoint")
+                else ["--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", secrets.token_hex(8),
+                      "--local-addr", "127.0.0.1"])
+        argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(params["nproc_per_node"]),
+                "--nnodes", str(params.get("nnodes", 1)), "--node-rank", str(params.get("node_rank", 0)), *rdzv,
+                "--max-restarts", "0", "-m", "workloads", name, "--params", json.dumps(params)]
     if command:
         argv += ["--", *command]
     return argv

@@ -23,7 +23,7 @@ def pump(payload: bytes) -> tuple[list[dict], WorkloadRun]:
     r, w = os.pipe()
     sink = Sink()
     run = WorkloadRun(["x"])
-    t = threading.Thread(target=pump_events, args=(r, SimpleNamespace(events=sink), run))
+    t = threading.Thread(target=pump_events, args=(r, SimpleNamespace(events=sink, record=sink.write), run))
     t.start()
     os.write(w, payload)
     os.close(w)
@@ -139,7 +139,7 @@ def test_chunking_never_changes_what_is_read() -> None:
         stream = b"\n".join(lines)
         r, w = os.pipe()
         sink, run = Sink(), WorkloadRun(["x"])
-        t = threading.Thread(target=pump_events, args=(r, SimpleNamespace(events=sink), run))
+        t = threading.Thread(target=pump_events, args=(r, SimpleNamespace(events=sink, record=sink.write), run))
         t.start()
         pos = 0
         for c in cuts:

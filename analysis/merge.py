@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,19 +145,48 @@ def merge_host(dest: Path, host: str, host_dir: Path, fit: ClockFit,
     for src in files:
         new_id = by_file.get(src.name) or f"{host}.{src.stem}"
         record.rows += map_trace(src, trace_path(dest, new_id), fit)
-    ev_path = host_dir / EVENTS_FILE
-    if ev_path.is_file() and not ev_path.is_symlink():
-        with ev_path.open(errors="replace") as fh:
-            for line in fh:
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                mapped = map_event(ev, host, fit) if isinstance(ev, dict) else None
-                if mapped is not None:
-                    write_event(mapped)
-                    record.events += 1
+    for _, ev in event_lines(host_dir / EVENTS_FILE):
+        mapped = map_event(ev, host, fit)
+        if mapped is not None:
+            write_event(mapped)
+            record.events += 1
     return meters, record
+
+
+def event_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(line, event) of every complete line of an events file that is a JSON object; none
+    if the file is missing or a symlink."""
+    if not path.is_file() or path.is_symlink():
+        return
+    with path.open(errors="replace") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                return  # a torn last line
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict):
+                yield line, ev
+
+
+def merge_fetched(dest: Path, coord: Path, host: str, host_dir: Path,
+                  write_event: Callable[[dict[str, Any]], None]) -> tuple[list[dict[str, Any]], HostMerge]:
+    """Fit ``host``'s clock from ``coord``'s probes and merge its session ``host_dir`` into
+    ``dest``: its meter entries and the record, or no meters and a record saying why not."""
+    try:
+        fit, counts = host_fit(coord, host)
+    except (MergeError, SessionError) as exc:
+        return [], HostMerge(host, "unplaced", reason=str(exc))
+    if not (host_dir / MANIFEST_FILE).is_file():
+        return [], HostMerge(host, "missing", fit=fit, probe_counts=counts,
+                             reason=f"no session fetched from {host} ({host_dir} has none)")
+    try:
+        meters, rec = merge_host(dest, host, host_dir, fit, write_event)
+    except (SessionError, OSError) as exc:
+        return [], HostMerge(host, "missing", fit=fit, probe_counts=counts, reason=str(exc))
+    rec.probe_counts = counts
+    return meters, rec
 
 
 def host_names(folder: Path) -> list[str]:
@@ -219,44 +248,20 @@ def merge_sessions(coord: Path | str, out: Path | str, hosts: dict[str, Path] | 
     merged_meters: list[dict[str, Any]] = []
     records: list[HostMerge] = []
     with create_exclusive(out / EVENTS_FILE, buffering=1 << 16) as ev_out:
-        src_events = coord / EVENTS_FILE
-        if src_events.is_file():
-            with src_events.open(errors="replace") as fh:
-                for line in fh:
-                    try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(ev, dict) and "host" not in ev and line.endswith("\n"):
-                        ev_out.write(line)
+        for line, ev in event_lines(coord / EVENTS_FILE):
+            if "host" not in ev:  # the coordinator's own; host events are mapped afresh below
+                ev_out.write(line)
 
         def write_event(ev: dict[str, Any]) -> None:
             ev_out.write(json.dumps(json_safe(ev), allow_nan=False) + "\n")
 
         for n in names:
-            host_dir = hosts.get(n, coord / HOSTS_DIR / n)
-            try:
-                fit, counts = host_fit(coord, n)
-            except (MergeError, SessionError) as exc:
-                records.append(HostMerge(n, "unplaced", reason=str(exc)))
-                continue
-            if not (host_dir / MANIFEST_FILE).is_file():
-                records.append(HostMerge(n, "missing", fit=fit, probe_counts=counts,
-                                         reason=f"no session fetched from {n} ({host_dir} has none)"))
-                continue
-            try:
-                meters, rec = merge_host(out, n, host_dir, fit, write_event)
-            except (SessionError, OSError) as exc:
-                records.append(HostMerge(n, "missing", fit=fit, probe_counts=counts, reason=str(exc)))
-                continue
-            rec.probe_counts = counts
+            meters, rec = merge_fetched(out, coord, n, hosts.get(n, coord / HOSTS_DIR / n), write_event)
             merged_meters += meters
             records.append(rec)
     result = MergeResult(out, records)
     new = {**manifest, "meters": local + merged_meters,
-           "hosts": [{"name": r.name, "status": r.status, "clock_fit": r.fit.to_dict() if r.fit else None,
-                      "reason": r.reason, "channels": r.channels, "probes": r.probe_counts,
-                      "host_status": r.host_status} for r in records],
+           "hosts": [r.to_dict() for r in records],
            "merge": {"from": str(coord), "incomplete": result.incomplete}}
     write_manifest(out, new)
     return result

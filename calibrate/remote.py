@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.merge import HostMerge, MergeError, host_fit, merge_host
+from analysis.merge import HostMerge, MergeError, host_fit, merge_fetched
 from analysis.session_format import (
     CLOCK_DIR,
     HOSTS_DIR,
@@ -98,14 +98,11 @@ class HostLink:
     writer: ProbeWriter | None = None
     started: bool = False
     lost: bool = False
-    lost_count: int = 0
     error: str | None = None
     folder: str | None = None
     meter_names: list[str] = field(default_factory=list)
     queue: queue.Queue = field(default_factory=queue.Queue)
     thread: threading.Thread | None = None
-    probes_ok: int = 0
-    probes_failed: int = 0
 
 
 class RemoteHosts:
@@ -210,7 +207,6 @@ class RemoteHosts:
         ln.error = error
         if not ln.lost:
             ln.lost = True
-            ln.lost_count += 1
             self._event({"kind": "host_start_failed" if start_failed else "host_lost", "host": ln.name,
                          "address": ln.client.address, "error": error})
 
@@ -219,15 +215,12 @@ class RemoteHosts:
         for _ in range(n):
             if not ln.client.connected:
                 ln.writer.write(self.clock(), status="disconnected")
-                ln.probes_failed += 1
                 return
             t1 = self.clock()
             try:
                 ln.writer.write(*ln.client.probe())
-                ln.probes_ok += 1
             except AgentError as exc:
                 ln.writer.write(t1, status="timeout" if "timed out" in str(exc) else "disconnected")
-                ln.probes_failed += 1
                 self._lose(ln, str(exc))
                 return
 
@@ -316,18 +309,12 @@ class RemoteHosts:
             except (MergeError, SessionError):
                 fit = None
             return HostMerge(ln.name, "missing", fit=fit, reason=reason)
-        try:
-            fit, counts = host_fit(self.folder, ln.name)
-        except (MergeError, SessionError) as exc:
-            self._event({"kind": "host_merge_failed", "host": ln.name, "error": str(exc)})
-            return HostMerge(ln.name, "unplaced", reason=str(exc))
         assert self._write_event is not None
-        try:
-            meters, rec = merge_host(self.folder, ln.name, dest, fit, self._write_event)
-        except (SessionError, OSError) as exc:
-            self._event({"kind": "host_merge_failed", "host": ln.name, "error": str(exc)})
-            return HostMerge(ln.name, "missing", fit=fit, reason=str(exc))
-        rec.probe_counts = counts
+        meters, rec = merge_fetched(self.folder, self.folder, ln.name, dest, self._write_event)
+        if rec.status != "merged" or rec.fit is None:
+            self._event({"kind": "host_merge_failed", "host": ln.name, "error": rec.reason})
+            return rec
+        fit = rec.fit
         self.meters += meters
         self._event({"kind": "host_merged", "host": ln.name, "channels": rec.channels, "rows": rec.rows,
                      "clock_uncertainty_ns": fit.uncertainty_ns(), "offset_ns": fit.offset_ns,

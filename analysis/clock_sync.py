@@ -108,8 +108,9 @@ class ClockFit:
     _x_mean: float = field(default=0.0, repr=False)  # mean of (mid - ref) over used probes (ns)
     _sxx: float = field(default=0.0, repr=False)  # sum of squared (mid - ref - x_mean) (ns^2)
     _t95: float = field(default=math.inf, repr=False)
-    _mids: tuple[int, ...] = field(default=(), repr=False)
-    _rtts: tuple[int, ...] = field(default=(), repr=False)  # round trips of the used probes (ns)
+    # midpoints (coordinator ns, sorted) and round trips (ns) of the used probes
+    _mids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
+    _rtts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False, compare=False)
 
     # -- mapping -------------------------------------------------------------------
     @property
@@ -146,8 +147,8 @@ class ClockFit:
         """Total 95 % uncertainty of a mapped stamp at ``coord_ns`` (ns): the line's interval,
         the asymmetry bound, and the frequency wander over the time to the nearest probe, in
         quadrature."""
-        if self._mids:
-            mids = np.asarray(self._mids, dtype=np.int64)
+        if len(self._mids):
+            mids = self._mids
             i = int(np.searchsorted(mids, coord_ns))
             near = min(abs(coord_ns - int(mids[j])) for j in (i - 1, i) if 0 <= j < len(mids))
         else:
@@ -162,9 +163,9 @@ class ClockFit:
         weighted sum of the probes' offsets, so the bias is at most sum |w_i| rtt_i / 2."""
         if len(self._rtts) < 2 or self._sxx <= 0:
             return self.asymmetry_bound_ns
-        x = np.asarray(self._mids, dtype=np.int64) - self.ref_ns
+        x = (self._mids - self.ref_ns).astype(np.float64)
         w = 1.0 / len(x) + (x - self._x_mean) * (float(coord_ns - self.ref_ns) - self._x_mean) / self._sxx
-        return float(np.dot(np.abs(w), np.asarray(self._rtts, dtype=np.float64)) / 2.0)
+        return float(np.dot(np.abs(w), self._rtts) / 2.0)
 
     def uncertainty_ns(self, start_ns: int | None = None, end_ns: int | None = None) -> float:
         """The largest :meth:`uncertainty_at` over ``[start_ns, end_ns]`` (default: the
@@ -172,8 +173,8 @@ class ClockFit:
         lo = self.first_ns if start_ns is None else start_ns
         hi = self.last_ns if end_ns is None else end_ns
         points = [lo, hi]
-        mids = [m for m in self._mids if lo <= m <= hi]
-        points += [(a + b) // 2 for a, b in zip(mids, mids[1:])]
+        mids = self._mids[(self._mids >= lo) & (self._mids <= hi)]
+        points += ((mids[:-1] + mids[1:]) // 2).tolist()
         return max(self.uncertainty_at(p) for p in points)
 
     # -- contract --------------------------------------------------------------------
@@ -300,8 +301,8 @@ def fit_clock(probes: Sequence[Probe] | Sequence[tuple[int, int, int, int]] | np
         min_rtt_ns=int(rtt.min()), median_rtt_ns=float(np.median(rtt)), residual_sd_ns=float(sd),
         asymmetry_bound_ns=float(np.mean(rtt[used])) / 2.0, first_ns=int(mid[0]), last_ns=int(mid[-1]),
         max_gap_s=max_gap, span_s=span_s, wander_ppm=wander_ppm, warnings=tuple(warnings),
-        _x_mean=float(x_mean), _sxx=float(sxx), _t95=t95, _mids=tuple(int(m) for m in used_mids),
-        _rtts=tuple(int(r) for r in rtt[used]))
+        _x_mean=float(x_mean), _sxx=float(sxx), _t95=t95, _mids=used_mids.astype(np.int64),
+        _rtts=rtt[used].astype(np.float64))
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:

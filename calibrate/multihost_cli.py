@@ -71,6 +71,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from analysis.merge import merge_sessions
+    from analysis.numbers import fmt_number
     from analysis.session_format import SessionError
 
     hosts: dict[str, Path] = {}
@@ -88,8 +89,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for h in result.hosts:
         if h.status == "merged" and h.fit is not None:
             f = h.fit
-            print(f"{h.name}: merged {len(h.channels)} channel(s), offset {f.offset_ns / 1e6:.3f} ms "
-                  f"+- {_ms(f.offset_ci95_ns)}, drift {f.drift_ppm:.2f} ppm +- {_num(f.drift_ci95_ppm)} ppm, "
+            print(f"{h.name}: merged {len(h.channels)} channel(s), offset {_ms(f.offset_ns)} "
+                  f"+- {_ms(f.offset_ci95_ns)}, drift {fmt_number(f.drift_ppm, 2, ' ppm', grouping=False)} +- "
+                  f"{fmt_number(f.drift_ci95_ppm, 2, ' ppm', missing='unknown')}, "
                   f"clock uncertainty {_ms(f.uncertainty_ns())} (n={f.n_used} of {f.n_probes} probes)")
             for w in f.warnings:
                 print(f"  caveat: {w}")
@@ -100,13 +102,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _ms(ns: float) -> str:
-    import math
+    """A time in ns shown in ms (``unknown`` when not finite)."""
+    from analysis.numbers import fmt_number
 
-    return f"{ns / 1e6:.3f} ms" if math.isfinite(ns) else "unknown"
-
-
-def _num(x: float) -> str:
-    import math
-
-    return f"{x:.2f}" if math.isfinite(x) else "unknown"
+    return fmt_number(ns / 1e6, 3, " ms", missing="unknown", grouping=False)

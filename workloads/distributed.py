@@ -64,25 +64,19 @@ class Dist:
 
     def agree_max(self, value: int) -> int:
         """The largest ``value`` over the ranks (a collective: every rank must call it)."""
-        if not self.active:
-            return value
-        t = self.torch.tensor([value], dtype=self.torch.int64, device=self._comm_device())
-        self.tdist.all_reduce(t, op=self.tdist.ReduceOp.MAX)
-        return int(t.item())
+        return int(self._reduce([value], "MAX", self.torch.int64)[0]) if self.active else value
 
     def sums(self, values: list[float]) -> list[float]:
         """Element-wise sums over the ranks (a collective)."""
-        if not self.active:
-            return values
-        t = self.torch.tensor(values, dtype=self.torch.float64, device=self._comm_device())
-        self.tdist.all_reduce(t, op=self.tdist.ReduceOp.SUM)
-        return [float(x) for x in t.tolist()]
+        return self._reduce(values, "SUM", self.torch.float64) if self.active else values
 
     def maxes(self, values: list[float]) -> list[float]:
-        if not self.active:
-            return values
-        t = self.torch.tensor(values, dtype=self.torch.float64, device=self._comm_device())
-        self.tdist.all_reduce(t, op=self.tdist.ReduceOp.MAX)
+        """Element-wise maxima over the ranks (a collective)."""
+        return self._reduce(values, "MAX", self.torch.float64) if self.active else values
+
+    def _reduce(self, values: list, op: str, dtype: Any) -> list[float]:
+        t = self.torch.tensor(values, dtype=dtype, device=self._comm_device())
+        self.tdist.all_reduce(t, op=getattr(self.tdist.ReduceOp, op))
         return [float(x) for x in t.tolist()]
 
     def _comm_device(self) -> Any:

@@ -259,8 +259,10 @@ class Agent:
             s = self.session
             if s is None or s.recorder is None:
                 return {"ok": True, "status": None, "latest": {}}
-            latest = {ch.id: s.recorder.latest(ch.id) for _, ch in s.recorder.channels()}
-            return {"ok": True, "status": s.status, "latest": latest, "now_ns": self.clock()}
+            pairs = s.recorder.channels()
+            latest = {ch.id: s.recorder.latest(ch.id) for _, ch in pairs}
+            return {"ok": True, "status": s.status, "latest": latest, "meters": {ch.id: m.name for m, ch in pairs},
+                    "now_ns": self.clock()}
 
     def _stop(self, msg: dict[str, Any]) -> dict[str, Any]:
         status = msg.get("status", "complete")

@@ -9,7 +9,8 @@ connection of JSON lines, one request and one reply each, in order::
     -> {"op": "probe"}                       <- {"ok": true, "t2_ns": ..., "t3_ns": ...}
     -> {"op": "start", "name": "SESSION"}    <- {"ok": true, "folder": "SESSION", "start_ns": ...}
     -> {"op": "mark", "event": {...}}        <- {"ok": true}
-    -> {"op": "latest"}                      <- {"ok": true, "latest": {channel: {q: v}}, "status": ...}
+    -> {"op": "latest"}                      <- {"ok": true, "latest": {channel: {q: v}},
+                                                 "meters": {channel: meter}, "status": ...}
     -> {"op": "stop", "status": "complete"}  <- {"ok": true, "status": ...}
     -> {"op": "fetch"}                       <- {"ok": true, "files": [{"path", "size", "sha256"}]}
     -> {"op": "read", "path": P, "offset": 0, "length": N}  <- {"ok": true, "data": BASE64}

@@ -290,13 +290,17 @@ def build_meters(uris: Sequence[str]) -> list[Meter]:
 
 
 def reference_power(session: Session, reference: str | None) -> float | None:
-    """The reference channel's latest power (W): the named channel (or meter), else the first
-    wall-scope channel; None while it has no current value."""
+    """The reference channel's latest power (W): the named channel (or meter, local or
+    ``<host>.<channel>`` on an agent), else the first local wall-scope channel; None while
+    it has no current value."""
     assert session.recorder is not None
     for meter, ch in session.recorder.channels():
         if (ch.id == reference or meter.name == reference) if reference else ch.scope == "wall":
             v = (session.recorder.latest(ch.id) or {}).get("power_w")
             return float(v) if v is not None else None
+    if reference and session.remote is not None:
+        v = (session.remote.latest(reference) or {}).get("power_w")
+        return float(v) if v is not None else None
     return None
 
 
@@ -417,6 +421,8 @@ def run_bench(plan: BenchPlan, reporter: BenchReporter | None = None,
         feed.add_notes(notes)
         feed.title = f"{workload.name}: {session.path.name}"
         recorder.add_listener(feed)
+        if session.remote is not None:  # remote meters' live readings, stamped on arrival
+            session.remote.add_listener(feed.on_reading)
         for st in list(recorder.states.values()):  # what was read before the feed was attached
             last, t_ns = dict(st.last), st.last_ok_ns
             if last and t_ns:

@@ -12,6 +12,9 @@ one of them.  A session with such meters:
 3. when an agent stops answering, marks ``host_lost`` once, goes on with the others, retries
    every RECONNECT_EVERY_S and marks ``host_back`` when it answers again (the agent went on
    recording in the meantime: the gap only widens the clock uncertainty);
+   between probes it asks every LATEST_EVERY_S for the agent's latest readings, for the
+   live view and a remote reference (display only: they are stamped on arrival here; the
+   recorded samples are the agent's, mapped by the fitted clock at the merge);
 4. at the stop, stops every agent, fetches its session into ``hosts/<host>/``, fits its clock
    and merges its channels as ``<host>.<channel>`` (:mod:`analysis.merge`).  A host that
    cannot be fetched is listed as not merged (``calibrate merge`` can redo it later).
@@ -19,6 +22,7 @@ one of them.  A session with such meters:
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -47,6 +51,8 @@ PROBE_TIMEOUT_S = 2.0
 BURST = 4  # probes at each phase boundary
 FINAL_BURST = 8
 RECONNECT_EVERY_S = 2.0
+LATEST_EVERY_S = 1.0  # live readings for the live view and a remote cool-down reference
+MAX_LIVE_CHANNELS = 256  # per agent; a reply naming more is cut there
 FETCH_TIMEOUT_S = 60.0
 TOKEN_ENV = "CALIBRATE_AGENT_TOKEN"
 BURST_KINDS = ("phase_start", "phase_end", "session_start", "session_end")
@@ -103,6 +109,29 @@ class HostLink:
     meter_names: list[str] = field(default_factory=list)
     queue: queue.Queue = field(default_factory=queue.Queue)
     thread: threading.Thread | None = None
+    latest: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # channel -> (meter, values)
+
+
+ReadingListener = Callable[[str, int, dict[str, dict[str, float]]], None]
+
+
+def live_values(reply: dict[str, Any]) -> dict[str, tuple[str, dict[str, float]]]:
+    """An agent's ``latest`` reply, validated: channel -> (meter, {quantity: finite value}).
+    Hostile input: names must be short strings, values finite numbers; at most
+    MAX_LIVE_CHANNELS channels; anything else is dropped, never raised."""
+    latest, meters = reply.get("latest"), reply.get("meters")
+    if not isinstance(latest, dict):
+        return {}
+    meters = meters if isinstance(meters, dict) else {}
+    out: dict[str, tuple[str, dict[str, float]]] = {}
+    for ch, values in list(latest.items())[:MAX_LIVE_CHANNELS]:
+        if not isinstance(ch, str) or not 0 < len(ch) <= 128 or not isinstance(values, dict):
+            continue
+        q = {k: float(v) for k, v in list(values.items())[:16] if isinstance(k, str) and len(k) <= 32
+             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        meter = meters.get(ch)
+        out[ch] = (meter if isinstance(meter, str) and 0 < len(meter) <= 128 else ch, q)
+    return out
 
 
 class RemoteHosts:
@@ -120,6 +149,29 @@ class RemoteHosts:
         self._stop = threading.Event()
         self._write_event: Callable[[dict[str, Any]], None] | None = None
         self.folder: Path | None = None
+        self.listeners: list[ReadingListener] = []
+        self._latest_lock = threading.Lock()
+
+    def add_listener(self, on_reading: ReadingListener) -> None:
+        """``on_reading(meter, t_ns, {channel: {quantity: value}})`` hears every agent's live
+        readings as ``<host>.<meter>`` / ``<host>.<channel>``, stamped on arrival (ns, this
+        host's clock): the live view's feed."""
+        self.listeners.append(on_reading)
+
+    def latest(self, name: str) -> dict[str, float] | None:
+        """The latest live values (W, J, ...) of remote channel ``<host>.<channel>``, or of the
+        first channel of remote meter ``<host>.<meter>``; None when it has none."""
+        with self._latest_lock:
+            for ln in self.links:
+                if not name.startswith(ln.name + "."):
+                    continue
+                rest = name[len(ln.name) + 1:]
+                if rest in ln.latest:
+                    return dict(ln.latest[rest][1])
+                for meter, values in ln.latest.values():
+                    if meter == rest:
+                        return dict(values)
+        return None
 
     # -- before anything is recorded -------------------------------------------------------
     def connect(self) -> None:
@@ -241,15 +293,47 @@ class RemoteHosts:
                      "recording": bool(hello.get("recording"))})
         self._probe(ln, BURST)
 
+    def _poll_latest(self, ln: HostLink) -> None:
+        if not (ln.started and ln.client.connected):
+            return
+        try:
+            reply = ln.client.latest()
+        except AgentError as exc:
+            if not ln.client.connected:
+                self._lose(ln, str(exc))
+            return
+        t_ns = self.clock()
+        live = live_values(reply)
+        with self._latest_lock:
+            ln.latest = {ch: (meter, q) for ch, (meter, q) in live.items() if q}
+        by_meter: dict[str, dict[str, dict[str, float]]] = {}
+        for ch, (meter, q) in live.items():
+            if q:
+                by_meter.setdefault(f"{ln.name}.{meter}", {})[f"{ln.name}.{ch}"] = q
+        for listener in self.listeners:
+            for meter, values in by_meter.items():
+                try:
+                    listener(meter, t_ns, values)
+                except Exception:  # a view's fault never stops the probes
+                    pass
+
     def _loop(self, ln: HostLink) -> None:
         next_probe = time.monotonic() + self.probe_every_s
+        next_latest = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_latest and not ln.lost:
+                self._poll_latest(ln)
+                next_latest = now + LATEST_EVERY_S
+            wake = min(next_probe, next_latest) if not ln.lost else next_probe
             try:
-                kind, ev = ln.queue.get(timeout=max(0.0, next_probe - time.monotonic()))
+                kind, ev = ln.queue.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
-                kind, ev = "probe", None
+                kind, ev = ("probe", None) if time.monotonic() >= next_probe else ("latest", None)
             if self._stop.is_set():
                 break
+            if kind == "latest":
+                continue
             if kind == "mark":
                 if ln.client.connected and ln.started:
                     try:

@@ -352,3 +352,34 @@ def test_run_bench_with_agent_reference(tmp_path, agents) -> None:
     r = run_cli("run", "--meter", LOCAL, "--meter", a.uri, "--workload", "idle", "--duration", "1",
                 "--reference", "node-z.tasmota", "--out", str(tmp_path / "n"), timeout=60)
     assert r.returncode == 2 and "is none of the meters" in r.stderr and not (tmp_path / "n").exists()
+
+
+def test_remote_reference_drives_cooldown_and_live_view(tmp_path, agents) -> None:
+    """A wall meter on another host is a reference like a local one: the idle baseline and
+    the cool-down read its live values, and the live view follows its channel."""
+    from calibrate.bench import BenchPlan, run_bench
+    from calibrate.live_feed import LiveFeed
+
+    a = agents("node-a", 2.0, 50.0, meter="sim:tasmota?signal=constant:80&interval=0.1&update=0.05")
+    feed = LiveFeed()
+    plan = BenchPlan(meters=[LOCAL, f"{a.uri}/tasmota"], workload="idle", params={"duration_s": 1}, out=tmp_path / "b",
+                     reference="node-a.tasmota", baseline_s=2.0, cooldown_max_s=5.0)
+    run_bench(plan, feed=feed)
+    events = [json.loads(x) for x in (tmp_path / "b" / "events.jsonl").read_text().splitlines()]
+    ends = [e for e in events if e.get("kind") == "phase_end" and e.get("phase") == "cooldown"]
+    assert len(ends) == 1 and ends[0]["reached"] is True
+    starts = [e for e in events if e.get("kind") == "phase_start" and e.get("phase") == "cooldown"]
+    assert starts and starts[0]["idle_w"] == pytest.approx(80.0, abs=1.0)
+    remote_states = [c for c in feed.channel_states() if c.channel.startswith("node-a.")]
+    assert remote_states and remote_states[0].meter == "node-a.tasmota"
+    assert remote_states[0].last_good_w == pytest.approx(80.0, abs=1.0) and remote_states[0].points >= 2
+
+
+def test_live_values_drop_hostile_replies() -> None:
+    reply = {"latest": {"ok": {"power_w": 5, "energy_j": float("nan"), "x" * 40: 1.0},
+                        "bad": "nope", "b" * 200: {"power_w": 1.0}, "t": {"power_w": True}, 3: {"power_w": 1}},
+             "meters": {"ok": "m", "t": ["x"]}}
+    assert remote.live_values(reply) == {"ok": ("m", {"power_w": 5.0}), "t": ("t", {})}
+    assert remote.live_values({"latest": [1, 2]}) == {}
+    many = {"latest": {f"c{i}": {"power_w": i} for i in range(1000)}}
+    assert len(remote.live_values(many)) == remote.MAX_LIVE_CHANNELS

@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import math
-import socket
-import time
 from typing import Any
 
 from drivers.base import (
@@ -46,11 +43,19 @@ from drivers.base import (
     MeterReadError,
     Reading,
 )
+from drivers.http_transport import (
+    MAX_REPLY_BYTES,
+    ConnectFailed,
+    ReplyTooLarge,
+    build_request,
+    http_get,
+    json_number,
+    resolve,
+)
 
 COARSE_ENERGY_J = 10.0
-#: the most bytes one reply may have, status line and headers included (a Tasmota
-#: ``Status 8`` or a Shelly ``Switch.GetStatus`` reply is well under 1 KiB)
-MAX_REPLY_BYTES = 64 * 1024
+# the most bytes one reply may have: MAX_REPLY_BYTES (a Tasmota ``Status 8`` or a Shelly
+# ``Switch.GetStatus`` reply is well under 1 KiB)
 #: negative power down to this (W) is measurement noise around 0 W and kept; below it the
 #: reading is a "range" fault
 NEGATIVE_TOLERANCE_W = 2.0
@@ -59,132 +64,6 @@ MAX_POWER_W = 1e5
 #: the first open tries this many times, OPEN_RETRY_PAUSE_S apart, before giving up
 OPEN_ATTEMPTS = 3
 OPEN_RETRY_PAUSE_S = 0.3
-
-
-class ReplyTooLarge(Exception):
-    """A reply exceeded :data:`MAX_REPLY_BYTES` (raised by :func:`http_get`)."""
-
-
-class ConnectFailed(OSError):
-    """The TCP connection could not be made (refused, no route, timed out connecting)."""
-
-
-class _BoundedSocketReader(io.RawIOBase):
-    """The socket as http.client reads it: each recv waits no longer than what is left of
-    the request's deadline (checked before every read, so a reply dripping a byte at a
-    time cannot outlast it), and no more than ``max_bytes`` are read in all."""
-
-    def __init__(self, sock: socket.socket, deadline: float, max_bytes: int) -> None:
-        self.sock, self.deadline, self.max_bytes, self.total = sock, deadline, max_bytes, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        if self.total > self.max_bytes:
-            raise ReplyTooLarge(f"reply exceeds {self.max_bytes} bytes")
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("request deadline passed")
-        self.sock.settimeout(remaining)
-        # one byte past the cap is enough to know the reply is too large
-        n = self.sock.recv_into(memoryview(buf)[: self.max_bytes + 1 - self.total])
-        self.total += n
-        if self.total > self.max_bytes:
-            raise ReplyTooLarge(f"reply exceeds {self.max_bytes} bytes")
-        return n
-
-
-class _SocketView:
-    """What ``http.client.HTTPResponse`` wants of a socket: ``makefile("rb")``."""
-
-    def __init__(self, raw: io.RawIOBase) -> None:
-        self._raw = raw
-
-    def makefile(self, mode: str = "rb", *args: Any, **kw: Any) -> io.BufferedReader:
-        return io.BufferedReader(self._raw)
-
-
-def _connect(addrs: list[tuple[int, Any]], deadline: float) -> socket.socket:
-    last: OSError = ConnectFailed("no address")
-    for family, sockaddr in addrs:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ConnectFailed(f"no connection within the deadline ({last})")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(remaining)
-            sock.connect(sockaddr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise ConnectFailed(last.strerror or str(last) or type(last).__name__) from last
-
-
-def http_get(addrs: list[tuple[int, Any]], request: bytes, timeout_s: float,
-             max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, bytes]:
-    """Send one prepared GET ``request`` and return ``(status, body)``.
-
-    stdlib ``http.client`` parses the reply (status line, at most 100 headers of at most
-    64 KiB each, chunked or Content-Length or close-delimited bodies) but reads through
-    :class:`_BoundedSocketReader`, so the whole request -- connect, send and every read --
-    ends by ``timeout_s`` and reads at most ``max_bytes``.  (urllib and urllib3 time out
-    per socket operation only: a reply dripping a byte at a time never ends; urllib3 is not
-    one of our dependencies either.)
-
-    Raises :class:`ConnectFailed` when no connection could be made, ``TimeoutError`` past
-    the deadline, :class:`ReplyTooLarge`, ``http.client.HTTPException`` for a malformed
-    reply and ``OSError`` when the connection breaks.
-    """
-    deadline = time.monotonic() + timeout_s
-    sock = _connect(addrs, deadline)
-    try:
-        sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        sock.sendall(request)
-        resp = http.client.HTTPResponse(_SocketView(_BoundedSocketReader(sock, deadline, max_bytes)),  # type: ignore[arg-type]
-                                        method="GET")
-        resp.begin()
-        if resp.length is not None and resp.length > max_bytes:
-            raise ReplyTooLarge(f"reply announces {resp.length} bytes (the cap is {max_bytes})")
-        body = bytearray()
-        while len(body) <= max_bytes:
-            piece = resp.read(16384)
-            if not piece:
-                break
-            body += piece
-        if len(body) > max_bytes:
-            raise ReplyTooLarge(f"reply exceeds {max_bytes} bytes")
-        return resp.status, bytes(body)
-    finally:
-        sock.close()
-
-
-def _num(obj: Any, key: str, what: str) -> float:
-    """``obj[key]`` as a float: a JSON number (or a list of them: the first); ``null`` is
-    "nan", true/false, strings and other types are "garbage", NaN "nan", inf "range"."""
-    if not isinstance(obj, dict):
-        raise MeterReadError(f"{what}: expected an object holding {key!r}, got {type(obj).__name__}",
-                             code="garbage")
-    if key not in obj:
-        raise MeterReadError(f"{what}: field {key!r} missing", code="garbage")
-    v = obj[key]
-    if isinstance(v, list):  # multi-channel Tasmota devices report lists
-        v = v[0] if v else None
-    if v is None:
-        raise MeterReadError(f"{what}: {key} is null (no data)", code="nan")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise MeterReadError(f"{what}: field {key}={str(v)[:40]!r} is a {type(v).__name__}, not a number",
-                             code="garbage")
-    try:
-        x = float(v)
-    except OverflowError:
-        raise MeterReadError(f"{what}: {key} is out of range", code="range") from None
-    if math.isnan(x):
-        raise MeterReadError(f"{what}: {key} is NaN", code="nan")
-    if math.isinf(x):
-        raise MeterReadError(f"{what}: {key} is {x}", code="range")
-    return x
 
 
 class HttpPlug(Meter):
@@ -215,12 +94,10 @@ class HttpPlug(Meter):
         self._opened = False
         self._ever_opened = False  # the first open turns "unreachable" into a MeterConfigError
         self._addrs: list[tuple[int, Any]] = []
-        lines = [f"GET {self.path} HTTP/1.1", f"Host: {host}:{self.port}", "Accept: application/json",
-                 "User-Agent: calibrate", "Connection: close"]
+        headers = {}
         if user is not None:
-            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-            lines.append(f"Authorization: Basic {token}")
-        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        self._request = build_request("GET", host, self.port, self.path, headers)
 
     # -- transport ---------------------------------------------------------------------
     def _unreachable(self, why: str) -> MeterError:
@@ -237,10 +114,9 @@ class HttpPlug(Meter):
         """Look the host up once per open (name lookups have no timeout of their own, so
         polls connect to the addresses found here; a reopen looks it up again)."""
         try:
-            infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError, OSError) as exc:
+            self._addrs = resolve(self.host, self.port)
+        except (UnicodeError, OSError) as exc:
             raise self._unreachable(f"cannot resolve {self.host}: {exc}") from None
-        self._addrs = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
     def _get(self) -> Any:
         """One request; the decoded JSON document.  Every failure is a MeterError."""
@@ -351,13 +227,13 @@ class TasmotaPlug(HttpPlug):
             raise MeterReadError(f"{self.url}: no StatusSNS.ENERGY in the reply (not an energy-metering Tasmota?)",
                                  code="garbage") from None
         what = self.url
-        out = {"power_w": _num(energy, "Power", what)}
+        out = {"power_w": json_number(energy, "Power", what)}
         for q, key in (("voltage_v", "Voltage"), ("current_a", "Current"), ("pf", "Factor"),
                        ("apparent_va", "ApparentPower")):
             if key in energy:
-                out[q] = _num(energy, key, what)
+                out[q] = json_number(energy, key, what)
         if "Total" in energy:
-            out["energy_j"] = _num(energy, "Total", what) * 3.6e6
+            out["energy_j"] = json_number(energy, "Total", what) * 3.6e6
         return out
 
 
@@ -382,17 +258,17 @@ class ShellyPlug(HttpPlug):
         if self.gen == 1:
             if doc.get("is_valid") is False:
                 raise MeterReadError(f"{what}: meter reports is_valid=false", code="nan")
-            out = {"power_w": _num(doc, "power", what)}
+            out = {"power_w": json_number(doc, "power", what)}
             if "total" in doc:
-                out["energy_j"] = _num(doc, "total", what) * 60.0  # watt-minutes -> J
+                out["energy_j"] = json_number(doc, "total", what) * 60.0  # watt-minutes -> J
             return out
-        out = {"power_w": _num(doc, "apower", what)}
+        out = {"power_w": json_number(doc, "apower", what)}
         for q, key in (("voltage_v", "voltage"), ("current_a", "current"), ("pf", "pf"), ("freq_hz", "freq")):
             if key in doc:
-                out[q] = _num(doc, key, what)
+                out[q] = json_number(doc, key, what)
         aenergy = doc.get("aenergy")
         if isinstance(aenergy, dict) and "total" in aenergy:
-            out["energy_j"] = _num(aenergy, "total", what) * 3600.0  # Wh -> J
+            out["energy_j"] = json_number(aenergy, "total", what) * 3600.0  # Wh -> J
         return out
 
 

@@ -34,6 +34,8 @@ SCHEMES: dict[str, str] = {
     "nvml": "drivers.nvml:from_uri",
     "cpu-model": "drivers.cpu_model:from_uri",
     "codecarbon": "drivers.codecarbon_meter:from_uri",
+    "redfish": "drivers.redfish:from_uri",
+    "prometheus": "drivers.prometheus:from_uri",
     "sim": "drivers.sim.meter:from_uri",
 }
 

@@ -17,6 +17,8 @@ SIMULATORS: dict[str, str] = {
     "sdm630": "drivers.sim.modbus_sim:SDMSimulator",
     "tasmota": "drivers.sim.plugs_sim:TasmotaSimulator",
     "shelly": "drivers.sim.plugs_sim:ShellySimulator",
+    "redfish": "drivers.sim.redfish_sim:RedfishSimulator",
+    "prometheus": "drivers.sim.prometheus_sim:PrometheusSimulator",
 }
 
 

@@ -14,7 +14,8 @@ simulator writes its certificate (``ca.pem``) and a credentials file (``credenti
 mode 0600) into a temporary folder and gives both to the driver in its URI.
 
 Options: ``window`` (s, 10), ``update`` (s, 5), ``user`` (``admin``), ``password`` (random
-when empty), ``auth`` (``any``, ``basic``, ``session``: what it accepts), ``silent_s`` (how
+when empty), ``auth`` (``any``, ``basic``, ``session``: what it accepts; ``session`` also has
+the driver log in with a session), ``silent_s`` (how
 long a ``silent`` reply is held back, 3 s).  Faults (``faults=``): the common ones (garbage,
 partial, nan, silent, exception -> HTTP 500, drop -> the connection is closed unanswered)
 and ``auth:P`` (a request is answered 401), ``stale:T+D`` (from T s on, for D s, the value
@@ -266,8 +267,9 @@ class RedfishSimulator(Simulator):
 
     def uri(self) -> str:
         assert self.folder is not None
+        auth = "&auth=session" if self.opts["auth"] == "session" else ""
         return (f"redfish://127.0.0.1:{self.port_no}/Chassis/1?ca={self.folder / 'ca.pem'}"
-                f"&credentials={self.folder / 'credentials.json'}")
+                f"&credentials={self.folder / 'credentials.json'}{auth}")
 
     def _serve(self) -> None:
         sim = self

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from calibrate.cli import main
 from calibrate.session import Session
 from drivers.base import MeterConfigError, MeterError, MeterReadError
-from drivers.redfish import RedfishMeter, iso_duration_s, load_credentials, parse_environment, parse_power
+from drivers.redfish import (
+    RedfishMeter,
+    iso_duration_s,
+    load_credentials,
+    parse_environment,
+    parse_power,
+)
 from drivers.registry import make_meter
 from drivers.sim.registry import make_simulator
 

@@ -19,7 +19,8 @@ Series: ``gpus`` GPUs on each of ``hosts`` hosts, labels ``gpu``, ``UUID``, ``de
 value) and the server scrapes every ``scrape`` s (default 15), so a sample changes only at
 a scrape and is stamped with the scrape time (unix time, the simulator's clock offset to
 ``time.time()`` at start).  ``double`` (W, 0 = off): a reading below this power is reported
-doubled (the doubled idle reading seen on some exporter/driver combinations).  ``auth=1``
+doubled (the doubled idle reading seen on some exporter/driver combinations); ``noise``
+(W, 1 sigma, 0 = off) is added to each power sample (seeded by ``seed``).  ``auth=1``
 wants ``Authorization: Bearer <token>``; the token is written to a chmod 600 file whose path
 the driver URI carries as ``token_file=``.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import secrets
 import shutil
@@ -138,7 +140,7 @@ class PromError(Exception):
 class PrometheusSimulator(Simulator):
     kind = "prometheus"
     options: dict[str, Any] = {"scrape": 15.0, "collect": 1.0, "window": 0.0, "gpus": 1, "hosts": 1,
-                               "double": 0.0, "auth": 0, "silent_s": 3.0}
+                               "double": 0.0, "noise": 0.0, "auth": 0, "silent_s": 3.0}
     faults: PromFaultPlan
 
     def __init__(self, signal: Any = None, faults: str | FaultPlan | None = None,
@@ -169,6 +171,7 @@ class PrometheusSimulator(Simulator):
         self._origin: tuple[float, float, float] = (1.0e9, 0.0, 0.0)
         self._resets_done = 0
         self.requests = 0
+        self._noise_rng = random.Random(seed)
         self.httpd: ThreadingHTTPServer | None = None
         self.folder: Path | None = None
 
@@ -213,12 +216,14 @@ class PrometheusSimulator(Simulator):
                 if self.faults.staled(ts):
                     continue
                 p, e = self.collected(ts)
-                double = float(self.opts["double"])
+                double, noise = float(self.opts["double"]), float(self.opts["noise"])
                 for series, labels in zip(self.samples, self.series):
                     g = int(labels["gpu"])
                     pw = p + 10.0 * g
                     if double > 0 and pw < double:
                         pw *= 2.0
+                    if noise > 0:
+                        pw += self._noise_rng.gauss(0.0, noise)
                     boot, e0, t0 = self._origin
                     emj = boot + (e - e0 + 10.0 * g * (ts - t0)) * 1e3
                     series.append((ts, pw, max(emj, 0.0)))

@@ -282,7 +282,7 @@ def test_secrets_never_reach_the_session_folder(tmp_path):
     assert s.meters[0].sim.deleted_sessions >= 1  # the session was deleted at close
 
 
-@pytest.mark.xfail(reason="not yet passing: the phase edges do not line up with the recorded steps", strict=False)
+@pytest.mark.xfail(reason="characterize finds new values only where the reading changes: a noiseless held level between edges has none, so no edge has samples before it (analysis.characterize.update_samples); the sim needs reading noise or characterize the raw polls for levels", strict=False)
 def test_characterize_recovers_the_update_period(tmp_path):
     """A square wave on the machine clock (edges every 2 s), read through sim:redfish updating
     every 0.25 s over a 0.5 s window; the load edges are marked as phases."""

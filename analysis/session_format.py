@@ -542,7 +542,12 @@ def read_trace(path: Path, start_ns: int) -> pd.DataFrame:
     df = pd.read_csv(io.StringIO(text), dtype={"flag": str}, keep_default_na=False,
                      na_values={c: [""] for c in header if c != "flag"})
     df["flag"] = df["flag"].fillna("").astype(str)
-    df["t_ns"] = df["t_ns"].astype("int64")
+    try:  # a uint64 past 2**63 would wrap silently in astype: refuse it first
+        if df["t_ns"].dtype.kind == "u" and bool((df["t_ns"] > MAX_ABS_NS).any()):
+            raise OverflowError
+        df["t_ns"] = df["t_ns"].astype("int64")
+    except (OverflowError, ValueError, TypeError):
+        raise SessionError(f"{path}: t_ns must be whole ns within +-2**63") from None
     df.insert(0, "t_s", (df["t_ns"] - start_ns) / 1e9)
     for col in df.columns:
         if col not in ("flag", "t_ns", "t_s"):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from calibrate.cli import main
 from calibrate.session import Session
-from drivers.base import MeterConfigError, MeterError, MeterReadError
+from drivers.base import MeterConfigError, MeterError, MeterReadError, Reading
 from drivers.redfish import (
     RedfishMeter,
     iso_duration_s,
@@ -347,5 +347,5 @@ def test_hostile_documents_raise_only_meter_errors(doc, resource):
             r = f()
         except MeterError:
             continue
-        vals = r.values[m.name] if hasattr(r, "values") else r
+        vals = r.values[m.name] if isinstance(r, Reading) else r  # parse_* return a dict (it has .values too)
         assert all(isinstance(v, float) and np.isfinite(v) for v in vals.values())

@@ -54,46 +54,18 @@ class PlugFaultPlan(FaultPlan):
     flood: float = 0.0
     types: float = 0.0
 
-    @classmethod
-    def parse(cls, spec: str | None, seed: int | None = None) -> PlugFaultPlan:
-        mine: list[tuple[str, float]] = []
-        rest: list[str] = []
-        for item in (spec or "").split(","):
-            key, _, val = item.strip().partition(":")
-            if key in _PLUG_FAULTS:
-                try:
-                    p = float(val)
-                except ValueError:
-                    p = -1.0
-                if not 0 <= p <= 1:
-                    raise MeterConfigError(f"cannot parse fault {item.strip()!r} (e.g. {key}:0.05)")
-                mine.append((key, p))
-            elif item.strip():
-                rest.append(item)
-        try:
-            plan = super().parse(",".join(rest), seed=seed)
-        except MeterConfigError as exc:
-            raise MeterConfigError(f"{exc} (plug simulators also know {', '.join(_PLUG_FAULTS)})") from None
-        assert isinstance(plan, PlugFaultPlan)
-        for key, p in mine:
-            setattr(plan, key, p)
-        return plan
+    EXTRA_PROBS = _PLUG_FAULTS
 
 
 class _PlugSimulator(Simulator):
     options: dict[str, Any] = {"update": 1.0, "pf": 0.93, "silent_s": 3.0, "drip_s": 0.5,
                                "endless_bytes": 256 * 2**20, "wrong": "any"}
     scheme = "plug"
+    fault_plan = PlugFaultPlan
     faults: PlugFaultPlan
 
     def __init__(self, signal: Any = None, faults: str | FaultPlan | None = None,
                  seed: int | None = None, **opts: Any) -> None:
-        if not isinstance(faults, FaultPlan):
-            faults = PlugFaultPlan.parse(faults, seed=seed)
-        elif not isinstance(faults, PlugFaultPlan):  # a common plan: keep its settings and draws
-            plan = PlugFaultPlan(seed=faults.seed)
-            plan.__dict__.update(faults.__dict__)
-            faults = plan
         super().__init__(signal=signal, faults=faults, seed=seed, **opts)
         if self.opts["wrong"] != "any" and self.opts["wrong"] not in WRONG_VALUES:
             raise MeterConfigError(f"sim:{self.kind}: wrong={self.opts['wrong']!r}; use any, "

@@ -62,7 +62,6 @@ MODEL = "NVIDIA H100 80GB HBM3"
 LOOKBACK_S = 300.0
 #: raw samples kept per series
 KEEP_SAMPLES = 4096
-_PROM_FAULTS = ("inf", "error", "stale", "reset")
 _RANGE = re.compile(r"^(.*)\[(\d+)(ms|s|m)\]\s*$", re.S)
 _SELECTOR = re.compile(r'^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$', re.S)
 _MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=|!=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -77,41 +76,12 @@ class PromFaultPlan(FaultPlan):
     stale: list[tuple[float, float]] = field(default_factory=list)
     resets: list[float] = field(default_factory=list)
 
-    def staled(self, t_s: float) -> bool:
-        return any(s <= t_s < s + d for s, d in self.stale)
+    EXTRA_PROBS = ("inf", "error")
+    EXTRA_SPANS = {"stale": ("stale", 5.0)}
+    EXTRA_TIMES = {"reset": "resets"}
 
-    @classmethod
-    def parse(cls, spec: str | None, seed: int | None = None) -> PromFaultPlan:
-        mine: list[tuple[str, str, str]] = []
-        rest: list[str] = []
-        for item in (spec or "").split(","):
-            key, _, val = item.strip().partition(":")
-            if key in _PROM_FAULTS:
-                mine.append((key, val, item.strip()))
-            elif item.strip():
-                rest.append(item)
-        try:
-            plan = super().parse(",".join(rest), seed=seed)
-        except MeterConfigError as exc:
-            raise MeterConfigError(f"{exc} (sim:prometheus also knows {', '.join(_PROM_FAULTS)})") from None
-        assert isinstance(plan, PromFaultPlan)
-        for key, val, item in mine:
-            try:
-                if key in ("inf", "error"):
-                    p = float(val)
-                    if not 0 <= p <= 1:
-                        raise ValueError
-                    setattr(plan, key, p)
-                elif key == "stale":
-                    for part in val.split(";"):
-                        s, _, d = part.strip().replace(" ", "+").partition("+")
-                        plan.stale.append((float(s), float(d or 5)))
-                else:
-                    plan.resets += [float(x) for x in val.split(";")]
-            except ValueError:
-                raise MeterConfigError(f"cannot parse fault {item!r} (e.g. inf:0.1, error:0.1, stale:5+3, "
-                                       "reset:10;20)") from None
-        return plan
+    def staled(self, t_s: float) -> bool:
+        return self.within(self.stale, t_s)
 
 
 def _duration(n: int, unit: str) -> float:
@@ -141,15 +111,11 @@ class PrometheusSimulator(Simulator):
     kind = "prometheus"
     options: dict[str, Any] = {"scrape": 15.0, "collect": 1.0, "window": 0.0, "gpus": 1, "hosts": 1,
                                "double": 0.0, "noise": 0.0, "auth": 0, "silent_s": 3.0}
+    fault_plan = PromFaultPlan
     faults: PromFaultPlan
 
     def __init__(self, signal: Any = None, faults: str | FaultPlan | None = None,
                  seed: int | None = None, **opts: Any) -> None:
-        if not isinstance(faults, PromFaultPlan):
-            plan = PromFaultPlan.parse(None if isinstance(faults, FaultPlan) else faults, seed=seed)
-            if isinstance(faults, FaultPlan):
-                plan.__dict__.update(faults.__dict__)
-            faults = plan
         super().__init__(signal=signal, faults=faults, seed=seed, **opts)
         self.scrape_s, self.collect_s = float(self.opts["scrape"]), float(self.opts["collect"])
         self.window_s = float(self.opts["window"])

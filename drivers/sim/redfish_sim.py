@@ -55,37 +55,12 @@ class RedfishFaultPlan(FaultPlan):
     stale: list[tuple[float, float]] = field(default_factory=list)
     resets: list[float] = field(default_factory=list)
 
-    @classmethod
-    def parse(cls, spec: str | None, seed: int | None = None) -> RedfishFaultPlan:
-        rest: list[str] = []
-        auth, stale, resets = 0.0, [], []
-        for item in (spec or "").split(","):
-            key, _, val = item.strip().partition(":")
-            try:
-                if key == "auth":
-                    auth = float(val)
-                    if not 0 <= auth <= 1:
-                        raise ValueError
-                elif key == "stale":
-                    for part in val.split(";"):
-                        s, _, d = part.strip().replace(" ", "+").partition("+")
-                        stale.append((float(s), float(d or 5)))
-                elif key == "reset":
-                    resets += [float(x) for x in val.split(";")]
-                elif item.strip():
-                    rest.append(item)
-            except ValueError:
-                raise MeterConfigError(f"cannot parse fault {item.strip()!r} (e.g. auth:0.1, stale:5+3, reset:10)") from None
-        try:
-            plan = super().parse(",".join(rest), seed=seed)
-        except MeterConfigError as exc:
-            raise MeterConfigError(f"{exc} (the redfish simulator also knows auth, stale, reset)") from None
-        assert isinstance(plan, RedfishFaultPlan)
-        plan.auth, plan.stale, plan.resets = auth, stale, sorted(resets)
-        return plan
+    EXTRA_PROBS = ("auth",)
+    EXTRA_SPANS = {"stale": ("stale", 5.0)}
+    EXTRA_TIMES = {"reset": "resets"}
 
     def is_stale(self, t_s: float) -> bool:
-        return any(s <= t_s < s + d for s, d in self.stale)
+        return self.within(self.stale, t_s)
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
@@ -128,15 +103,11 @@ class RedfishSimulator(Simulator):
     kind = "redfish"
     options: dict[str, Any] = {"window": 10.0, "update": 5.0, "user": "admin", "password": "",
                                "auth": "any", "silent_s": 3.0}
+    fault_plan = RedfishFaultPlan
     faults: RedfishFaultPlan
 
     def __init__(self, signal: Any = None, faults: str | FaultPlan | None = None,
                  seed: int | None = None, **opts: Any) -> None:
-        if not isinstance(faults, RedfishFaultPlan):
-            plan = RedfishFaultPlan.parse(None if isinstance(faults, FaultPlan) else faults, seed=seed)
-            if isinstance(faults, FaultPlan):
-                plan.__dict__.update(faults.__dict__)
-            faults = plan
         super().__init__(signal=signal, faults=faults, seed=seed, **opts)
         w, u = float(self.opts["window"]), float(self.opts["update"])
         if not (0 < w <= 3600 and 0 < u <= 3600):

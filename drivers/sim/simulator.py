@@ -23,13 +23,15 @@ class Simulator(ABC):
     """
 
     kind: ClassVar[str] = "sim"
+    #: the fault plan class whose faults this simulator knows
+    fault_plan: ClassVar[type[FaultPlan]] = FaultPlan
     #: options (besides signal, faults, seed) a subclass accepts, with defaults
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, signal: str | PowerSignal | None = None, faults: str | FaultPlan | None = None,
                  seed: int | None = None, timebase: str = "start", **opts: Any) -> None:
         self.signal: PowerSignal = signal if callable(signal) else make_signal(signal)
-        self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults, seed=seed)
+        self.faults = self.fault_plan.coerce(faults, seed=seed)
         unknown = set(opts) - set(self.options)
         if unknown:
             raise MeterConfigError(

@@ -19,14 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import MeterReadError
+from drivers.base import MeterDisconnected, MeterReadError
 
 #: the default cap on one reply (bytes, status line and headers included)
 MAX_REPLY_BYTES = 64 * 1024
 
 
 class ReplyTooLarge(Exception):
-    """A reply exceeded :data:`MAX_REPLY_BYTES` (raised by :func:`http_get`)."""
+    """A reply exceeded :data:`MAX_REPLY_BYTES` (raised by :func:`http_request`)."""
 
 
 class ConnectFailed(OSError):
@@ -86,11 +86,30 @@ def _connect(addrs: list[tuple[int, Any]], deadline: float) -> socket.socket:
     raise ConnectFailed(last.strerror or str(last) or type(last).__name__) from last
 
 
+class Unreachable(MeterDisconnected):
+    """No connection could be made (no such name, refused, no route): ``why``.  A driver
+    turns it into a MeterConfigError naming the fix at its first open."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.why = why
+
+
+class TlsRejected(MeterDisconnected):
+    """The TLS handshake failed; ``untrusted``: the peer's certificate did not verify."""
+
+    def __init__(self, where: str, reason: str, untrusted: bool) -> None:
+        super().__init__(f"{where}: TLS {'certificate not trusted' if untrusted else 'handshake failed'} ({reason})")
+        self.reason, self.untrusted = reason, untrusted
+
+
 def resolve(host: str, port: int) -> list[tuple[int, Any]]:
     """The (family, sockaddr) pairs of ``host``:``port`` (name lookups have no timeout of
-    their own: look up once per open, then connect to these).  Raises ``OSError``
-    (``socket.gaierror``) or ``UnicodeError``."""
-    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    their own: look up once per open, then connect to these).  Raises :class:`Unreachable`."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (UnicodeError, OSError) as exc:
+        raise Unreachable(f"{host}:{port}", f"cannot resolve {host}: {exc}") from None
     return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
 
@@ -167,11 +186,30 @@ def http_request(addrs: list[tuple[int, Any]], request: bytes, timeout_s: float,
         sock.close()
 
 
-def http_get(addrs: list[tuple[int, Any]], request: bytes, timeout_s: float,
-             max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, bytes]:
-    """:func:`http_request` over plain TCP, returning ``(status, body)``."""
-    reply = http_request(addrs, request, timeout_s, max_bytes)
-    return reply.status, reply.body
+def fetch(addrs: list[tuple[int, Any]], request: bytes, timeout_s: float, where: str,
+          max_bytes: int = MAX_REPLY_BYTES, tls: ssl.SSLContext | None = None,
+          server_hostname: str | None = None) -> HttpReply:
+    """:func:`http_request` with every transport failure translated, once, into a
+    MeterError naming ``where`` (the URL): :class:`Unreachable`; no complete reply within
+    ``timeout_s`` -> code ``timeout``; too large or malformed -> ``garbage``;
+    :class:`TlsRejected`; a connection that broke -> MeterDisconnected."""
+    try:
+        return http_request(addrs, request, timeout_s, max_bytes, tls, server_hostname)
+    except ConnectFailed as exc:
+        raise Unreachable(where, str(exc)) from None
+    except TimeoutError:
+        raise MeterReadError(f"{where}: no complete reply within {timeout_s:g} s", code="timeout") from None
+    except ReplyTooLarge as exc:
+        raise MeterReadError(f"{where}: {exc}", code="garbage") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TlsRejected(where, exc.verify_message or "verification failed", True) from None
+    except ssl.SSLError as exc:
+        raise TlsRejected(where, exc.reason or type(exc).__name__, False) from None
+    except http.client.HTTPException as exc:
+        raise MeterReadError(f"{where}: malformed HTTP reply ({type(exc).__name__}: {str(exc)[:60]})",
+                             code="garbage") from None
+    except OSError as exc:  # the connection broke after it was made
+        raise MeterDisconnected(f"{where}: {exc.strerror or str(exc) or type(exc).__name__}") from None
 
 
 def json_number(obj: Any, key: str, what: str) -> float:

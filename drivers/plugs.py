@@ -29,7 +29,6 @@ the host and the fix.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import math
 from typing import Any
@@ -45,10 +44,9 @@ from drivers.base import (
 )
 from drivers.http_transport import (
     MAX_REPLY_BYTES,
-    ConnectFailed,
-    ReplyTooLarge,
+    Unreachable,
     build_request,
-    http_get,
+    fetch,
     json_number,
     resolve,
 )
@@ -110,32 +108,15 @@ class HttpPlug(Meter):
                 f"powered and on this network and that {self.host} (port {self.port}) is its address")
         return MeterDisconnected(f"{self.url}: {why}")
 
-    def _resolve(self) -> None:
-        """Look the host up once per open (name lookups have no timeout of their own, so
-        polls connect to the addresses found here; a reopen looks it up again)."""
-        try:
-            self._addrs = resolve(self.host, self.port)
-        except (UnicodeError, OSError) as exc:
-            raise self._unreachable(f"cannot resolve {self.host}: {exc}") from None
-
     def _get(self) -> Any:
         """One request; the decoded JSON document.  Every failure is a MeterError."""
-        if not self._addrs:
-            self._resolve()
         try:
-            status, body = http_get(self._addrs, self._request, self.timeout_s)
-        except ConnectFailed as exc:
-            raise self._unreachable(str(exc)) from None
-        except TimeoutError:
-            raise MeterReadError(f"{self.url}: no complete reply within {self.timeout_s:g} s",
-                                 code="timeout") from None
-        except ReplyTooLarge as exc:
-            raise MeterReadError(f"{self.url}: {exc}", code="garbage") from None
-        except http.client.HTTPException as exc:
-            raise MeterReadError(f"{self.url}: malformed HTTP reply ({type(exc).__name__}: {str(exc)[:60]})",
-                                 code="garbage") from None
-        except OSError as exc:  # the connection broke after it was made
-            raise MeterDisconnected(f"{self.url}: {exc.strerror or exc}") from None
+            if not self._addrs:  # looked up once per open: polls connect to these addresses
+                self._addrs = resolve(self.host, self.port)
+            reply = fetch(self._addrs, self._request, self.timeout_s, self.url)
+        except Unreachable as exc:
+            raise self._unreachable(exc.why) from None
+        status, body = reply.status, reply.body
         if status in (401, 403):
             raise MeterConfigError(f"{self.url}: HTTP {status}, the plug wants a login "
                                    "(add ?user=...&password=...)")
@@ -162,7 +143,6 @@ class HttpPlug(Meter):
     def open(self) -> list[Channel]:
         self._opened = False
         self._addrs = []
-        self._resolve()
         # the first open retries a transient bad reply (HTTP 500, not JSON, a timeout) a few
         # times; a reopen tries once (the recorder tries again soon anyway)
         attempts = 1 if self._ever_opened else OPEN_ATTEMPTS

@@ -56,7 +56,6 @@ total with the new count (Prometheus' own ``increase()`` rule) and is flagged
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import re
@@ -77,10 +76,9 @@ from drivers.base import (
     Reading,
 )
 from drivers.http_transport import (
-    ConnectFailed,
-    ReplyTooLarge,
+    Unreachable,
     build_request,
-    http_request,
+    fetch,
     resolve,
 )
 
@@ -378,26 +376,15 @@ class PrometheusMeter(Meter):
     def _get(self, path: str) -> Any:
         """One GET; the decoded JSON document (also of an HTTP error reply whose body is a
         Prometheus error document).  Every failure is a MeterError."""
-        if not self._addrs:
-            try:
-                self._addrs = resolve(self.host, self.port)
-            except (UnicodeError, OSError) as exc:
-                raise self._unreachable(f"cannot resolve {self.host}: {exc}") from None
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         where = f"{self.url}{path.split('?')[0]}"
         try:
-            reply = http_request(self._addrs, build_request("GET", self.host, self.port, path, headers),
-                                 self.timeout_s, MAX_REPLY_BYTES)
-        except ConnectFailed as exc:
-            raise self._unreachable(str(exc)) from None
-        except TimeoutError:
-            raise MeterReadError(f"{where}: no complete reply within {self.timeout_s:g} s", code="timeout") from None
-        except ReplyTooLarge as exc:
-            raise MeterReadError(f"{where}: {exc}", code="garbage") from None
-        except http.client.HTTPException as exc:
-            raise MeterReadError(f"{where}: malformed HTTP reply ({type(exc).__name__})", code="garbage") from None
-        except OSError as exc:
-            raise MeterDisconnected(f"{where}: {exc.strerror or exc}") from None
+            if not self._addrs:
+                self._addrs = resolve(self.host, self.port)
+            reply = fetch(self._addrs, build_request("GET", self.host, self.port, path, headers),
+                          self.timeout_s, where, MAX_REPLY_BYTES)
+        except Unreachable as exc:
+            raise self._unreachable(exc.why) from None
         if reply.status in (401, 403):
             msg = (f"{where}: HTTP {reply.status}, the server refused the request; "
                    + ("check the token in token_file" if self._token else "it wants a bearer token (token_file=PATH)"))

@@ -42,7 +42,6 @@ MeterConfigError at the first open, code ``auth`` later.  Secrets never appear i
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import math
 import os
@@ -64,11 +63,11 @@ from drivers.base import (
 )
 from drivers.http_transport import (
     MAX_REPLY_BYTES,
-    ConnectFailed,
     HttpReply,
-    ReplyTooLarge,
+    TlsRejected,
+    Unreachable,
     build_request,
-    http_request,
+    fetch,
     json_number,
     resolve,
 )
@@ -287,11 +286,6 @@ class RedfishMeter(Meter):
 
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> HttpReply:
         """One request; every failure of the transport is a MeterError (no secret in it)."""
-        if not self._addrs:
-            try:
-                self._addrs = resolve(self.host, self.port)
-            except (UnicodeError, OSError) as exc:
-                raise self._unreachable(f"cannot resolve {self.host}: {exc}") from None
         headers: dict[str, str] = {}
         if auth and self._user is not None:
             if self.auth == "session" and self._token:
@@ -306,29 +300,27 @@ class RedfishMeter(Meter):
         where = f"https://{self.host}:{self.port}{path}"
         try:
             req = build_request(method, self.host, self.port, path, headers, raw)
-            return http_request(self._addrs, req, self.timeout_s, tls=self._tls, server_hostname=self.host.strip("[]"))
-        except ConnectFailed as exc:
-            raise self._unreachable(str(exc)) from None
-        except TimeoutError:
-            raise MeterReadError(f"{where}: no complete reply within {self.timeout_s:g} s", code="timeout") from None
-        except ReplyTooLarge as exc:
-            raise MeterReadError(f"{where}: {exc}", code="garbage") from None
-        except ssl.SSLCertVerificationError as exc:
-            msg = (f"redfish://{self.host}:{self.port}: the BMC's TLS certificate is not trusted "
-                   f"({exc.verify_message or 'verification failed'}); give ca=PATH (its certificate or CA, PEM), "
-                   "or verify=0 to skip the check (not recommended)")
-            if not self._ever_opened:
-                raise MeterConfigError(msg) from None
-            raise MeterReadError(msg, code="exception") from None
-        except http.client.HTTPException as exc:
-            raise MeterReadError(f"{where}: malformed HTTP reply ({type(exc).__name__})", code="garbage") from None
         except ValueError:
             raise MeterReadError(f"{where}: request refused (a header holds a line break)", code="garbage") from None
-        except OSError as exc:  # TLS failures other than the certificate, a broken connection
-            if isinstance(exc, ssl.SSLError) and not self._ever_opened:
+        try:
+            if not self._addrs:
+                self._addrs = resolve(self.host, self.port)
+            return fetch(self._addrs, req, self.timeout_s, where, tls=self._tls,
+                         server_hostname=self.host.strip("[]"))
+        except Unreachable as exc:
+            raise self._unreachable(exc.why) from None
+        except TlsRejected as exc:
+            if exc.untrusted:
+                msg = (f"redfish://{self.host}:{self.port}: the BMC's TLS certificate is not trusted "
+                       f"({exc.reason}); give ca=PATH (its certificate or CA, PEM), "
+                       "or verify=0 to skip the check (not recommended)")
+                if not self._ever_opened:
+                    raise MeterConfigError(msg) from None
+                raise MeterReadError(msg, code="exception") from None
+            if not self._ever_opened:
                 raise MeterConfigError(f"redfish://{self.host}:{self.port}: TLS handshake failed "
-                                       f"({exc.reason or type(exc).__name__}); is it the BMC's HTTPS port?") from None
-            raise MeterDisconnected(f"{where}: {exc.strerror or type(exc).__name__}") from None
+                                       f"({exc.reason}); is it the BMC's HTTPS port?") from None
+            raise
 
     def _auth_failed(self, status: int) -> MeterError:
         if self._user is None:

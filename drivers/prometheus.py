@@ -59,10 +59,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -81,6 +79,7 @@ from drivers.http_transport import (
     fetch,
     resolve,
 )
+from drivers.secret_files import read_secret_file
 
 #: the most bytes one reply may have (a matrix of 64 series with a few samples each is well under)
 MAX_REPLY_BYTES = 2 * 2**20
@@ -293,22 +292,7 @@ def channel_ids(name: str, label_sets: list[dict[str, str]]) -> list[str]:
 def load_token(path: str) -> str:
     """A bearer token from ``path``: a regular file of at most 4 KiB that group and others
     cannot read, holding one token of printable ASCII.  Errors never quote the file."""
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-    except OSError as exc:
-        raise MeterConfigError(f"prometheus: token file {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise MeterConfigError(f"prometheus: token file {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise MeterConfigError(f"prometheus: token file {path} is readable by group or others "
-                               f"(mode {stat.S_IMODE(st.st_mode):03o}); run chmod 600 {path}")
-    if st.st_size > MAX_TOKEN_BYTES:
-        raise MeterConfigError(f"prometheus: token file {path} is larger than {MAX_TOKEN_BYTES} bytes")
-    try:
-        token = p.read_bytes()[:MAX_TOKEN_BYTES].decode("ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MeterConfigError(f"prometheus: cannot read token file {path} ({type(exc).__name__})") from None
+    token = read_secret_file(path, "prometheus: token file", MAX_TOKEN_BYTES, "ascii").strip()
     if not token or any(ord(c) < 33 or ord(c) > 126 for c in token):
         raise MeterConfigError(f"prometheus: token file {path} must hold one token of printable ASCII "
                                "without spaces")

@@ -47,7 +47,6 @@ import math
 import os
 import re
 import ssl
-import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ from drivers.http_transport import (
     json_number,
     resolve,
 )
+from drivers.secret_files import read_secret_file
 
 try:  # Python 3.11+
     import tomllib
@@ -117,22 +117,7 @@ def load_credentials(path: str) -> tuple[str, str]:
     ``password``.  The file must be a regular file of at most MAX_CREDENTIALS_BYTES that its
     group and others cannot read.  Every problem is a MeterConfigError that never quotes
     the file's contents."""
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-    except OSError as exc:
-        raise MeterConfigError(f"redfish: credentials file {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise MeterConfigError(f"redfish: credentials file {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise MeterConfigError(f"redfish: credentials file {path} is readable by group or others "
-                               f"(mode {stat.S_IMODE(st.st_mode):03o}); run chmod 600 {path}")
-    if st.st_size > MAX_CREDENTIALS_BYTES:
-        raise MeterConfigError(f"redfish: credentials file {path} is larger than {MAX_CREDENTIALS_BYTES} bytes")
-    try:
-        text = p.read_bytes()[: MAX_CREDENTIALS_BYTES + 1].decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MeterConfigError(f"redfish: cannot read credentials file {path} ({type(exc).__name__})") from None
+    text = read_secret_file(path, "redfish: credentials file", MAX_CREDENTIALS_BYTES)
     doc: Any
     try:
         doc = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)

@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.caveats import MIN_WINDOWS, Caveat
-from analysis.regression import ols_design
+from analysis.caveats import MIN_WINDOWS, Caveat, codes, messages
+from analysis.regression import ols_design, paired_arrays
 
 __all__ = ["FleetModel", "FleetPrediction", "NodeCalibration", "SampleRule", "calibrate_node",
            "eehpc_sample", "fit_fleet", "nodes_needed", "predict_energy"]
@@ -79,20 +79,16 @@ class NodeCalibration:
                 "cov": [list(r) for r in self.cov], "residual_sd_w": self.residual_sd_w, "n": self.n,
                 "candidate_range_w": [self.candidate_min_w, self.candidate_max_w],
                 "candidate_low_w": self.candidate_low_w,
-                "warnings": [c.message for c in self.caveats], "warning_codes": [c.code for c in self.caveats]}
+                "warnings": messages(list(self.caveats)), "warning_codes": codes(list(self.caveats))}
 
 
 def calibrate_node(node: str, candidate_w: Any, reference_w: Any) -> NodeCalibration:
     """OLS line of one node's window mean powers: reference (wall, W) on candidate (W).
     Raises ValueError for fewer than 3 usable pairs or a candidate with no spread."""
-    x = np.asarray(candidate_w, dtype=float)
-    y = np.asarray(reference_w, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"{node}: candidate and reference must be 1-D arrays of one length")
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3:
-        raise ValueError(f"{node}: {len(x)} usable window pairs; a line needs at least 3")
+    try:
+        x, y, _ = paired_arrays(candidate_w, reference_w, min_n=3)
+    except ValueError as exc:
+        raise ValueError(f"{node}: {exc}") from None
     if float(np.ptp(x)) <= 1e-9 * max(1.0, float(np.max(np.abs(x)))):
         raise ValueError(f"{node}: the candidate is constant ({x[0]:g} W): no line can be fitted; "
                          "calibrate over a load that varies (idle and busy phases)")
@@ -145,7 +141,7 @@ class FleetModel:
                 "fraction_measured": (self.k / self.nodes_total) if self.nodes_total else None,
                 "candidate_range_w": [lo, hi], **self.slope_spread(),
                 "nodes": [n.to_dict() for n in self.nodes],
-                "warnings": [c.message for c in self.caveats], "warning_codes": [c.code for c in self.caveats]}
+                "warnings": messages(list(self.caveats)), "warning_codes": codes(list(self.caveats))}
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{k: v for k, v in n.to_dict().items() if k not in ("cov", "warnings", "warning_codes")}
@@ -203,7 +199,7 @@ class FleetPrediction:
                 "half_width_fraction": self.half_width_fraction, "duration_s": self.duration_s,
                 "candidate_energy_j": self.candidate_energy_j, "per_calibrated_node_j": self.per_node_j,
                 "out_of_range_fraction": self.out_of_range_fraction, "unlike_type": self.unlike_type,
-                "warnings": [c.message for c in self.caveats], "warning_codes": [c.code for c in self.caveats]}
+                "warnings": messages(list(self.caveats)), "warning_codes": codes(list(self.caveats))}
 
 
 def predict_energy(model: FleetModel, node: str, candidate_w: Any, dt_s: Any, level: float = 0.95) -> FleetPrediction:

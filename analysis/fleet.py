@@ -220,10 +220,11 @@ def predict_energy(model: FleetModel, node: str, candidate_w: Any, dt_s: Any, le
     est = float(e.mean())
     caveats: list[Caveat] = list(model.caveats)
     lo = hi = None
+    tq = float(stats.t.ppf(0.5 + level / 2, k - 1)) if k >= 2 else math.nan
     if k >= 2:
         noise = float(np.mean([n.residual_sd_w ** 2 for n in model.nodes])) * float((dt ** 2).sum())
         var = float(np.var(e, ddof=1)) * (1 + 1 / k) + noise
-        half = float(stats.t.ppf(0.5 + level / 2, k - 1)) * math.sqrt(var)
+        half = tq * math.sqrt(var)
         lo, hi = est - half, est + half
     rlo, rhi = model.candidate_range_w
     slack = RANGE_SLACK * (rhi - rlo)
@@ -236,7 +237,6 @@ def predict_energy(model: FleetModel, node: str, candidate_w: Any, dt_s: Any, le
         lows = np.array([n.candidate_low_w for n in model.nodes])
         low = float(np.quantile(x, LOW_QUANTILE))
         sd = float(np.std(lows, ddof=1))
-        tq = float(stats.t.ppf(0.5 + level / 2, k - 1))
         # a floor on the spread: nodes calibrated with identical lows would flag every node
         sd = max(sd, 0.01 * abs(float(lows.mean())), 1e-9)
         if abs(low - float(lows.mean())) > tq * sd * math.sqrt(1 + 1 / k):

@@ -47,13 +47,15 @@ def meter(sim, extra: str = "", timeout: float = 0.5):
     return make_meter(f"{sim.uri}&timeout={timeout}&interval=0.05{extra}")
 
 
-def fresh(m, n: int = 1, limit_s: float = 3.0, need: tuple[str, ...] = ()):
+def fresh(m, n: int = 1, limit_s: float = 3.0, need: tuple[str, ...] = (), stamped: bool = False):
     """The next ``n`` readings that carry new samples (of every quantity in ``need``: under
-    load one poll may see a new power sample and the energy one only at the next)."""
+    load one poll may see a new power sample and the energy one only at the next;
+    ``stamped``: from one scrape, so the reading carries that scrape's time)."""
     out, end = [], time.monotonic() + limit_s
     while len(out) < n and time.monotonic() < end:
         r = m.read()
-        if any(r.values.values()) and all(q in v for v in r.values.values() for q in need):
+        if any(r.values.values()) and all(q in v for v in r.values.values() for q in need) \
+                and (r.t_ns is not None or not stamped):
             out.append(r)
         else:
             time.sleep(0.02)
@@ -69,7 +71,7 @@ def test_dcgm_power_and_energy(sim):
     assert ch.quantities == ("power_w", "energy_j", "age_s")
     assert ch.update_interval_s == pytest.approx(0.1)  # the target's scrapeInterval
     assert ch.info["time"] == "scrape" and ch.info["labels"]["modelName"].startswith("NVIDIA")
-    a, b = fresh(m, 2, need=("power_w", "energy_j"))
+    a, b = fresh(m, 2, need=("power_w", "energy_j"), stamped=True)
     va, vb = a.values[m.name], b.values[m.name]
     assert va["power_w"] == vb["power_w"] == 200.0
     dt = (b.t_ns - a.t_ns) / 1e9
